@@ -33,7 +33,9 @@ class SkelSentence:
 
     @property
     def n_predicates(self) -> int:
-        return sum(1 for row in self.rows if len(row) > 7 and row[7] != "-")
+        """Rolesets or predicate columns, whichever is more: what is lost when the sentence is skipped."""
+        rolesets = sum(1 for row in self.rows if len(row) > 7 and row[7] != "-")
+        return max(rolesets, max(len(row) for row in self.rows) - SKEL_MIN_COLUMNS)
 
     @property
     def n_arguments(self) -> int:
