@@ -127,5 +127,27 @@ def frame_specs(doc: Doc) -> List[FrameSpec]:
     ]
 
 
+def project_specs(specs: Sequence[FrameSpec], alignment) -> List[FrameSpec]:
+    """Move frames to another tokenization of the same text through a spaCy alignment
+    (`example.alignment.y2x` or `.x2y`); frames whose predicate does not map are dropped."""
+
+    def mapped(start: int, end: int) -> Optional[Tuple[int, int]]:
+        indices = [int(i) for t in range(start, end) for i in alignment[t]]
+        return (min(indices), max(indices) + 1) if indices else None
+
+    result = []
+    for f in specs:
+        head, predicate = mapped(f.head, f.head + 1), mapped(*f.predicate)
+        if head is None or predicate is None:
+            continue
+        arguments = [(role, *span) for role, s, e in f.arguments if (span := mapped(s, e)) is not None]
+        result.append(FrameSpec(head[0], f.sense, predicate, f.predicate_type, arguments))
+    return result
+
+
+def same_tokens(a: Doc, b: Doc) -> bool:
+    return len(a) == len(b) and all(x.text == y.text for x, y in zip(a, b))
+
+
 if not Doc.has_extension("srl_frames"):
     Doc.set_extension("srl_frames", getter=get_frames)
