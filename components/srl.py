@@ -4,6 +4,7 @@ It listens to a shared encoder (a spacy-transformers `transformer`, or any tok2v
 once per document; see `model.py` for the head and `decoding.py` for the constraints. Frames are
 written to `doc.spans` as documented in `frames.py`; `doc._.srl_frames` reads them back.
 """
+import os
 from collections import Counter, defaultdict
 from itertools import islice
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -22,6 +23,10 @@ from albert_srl.components.decoding import bio_labels, decode_arguments, spans_t
 from albert_srl.components.frames import PREDICATE_TYPES, FrameSpec, frame_specs, project_specs, same_tokens, set_frames
 from albert_srl.components.model import build_head, head_module
 from albert_srl.components.scoring import score_srl
+
+# Forked workers (nlp.pipe(n_process=...), Dask) deadlock in OpenMP if torch uses the thread pool
+# it inherited from the parent; one thread per worker process is also what they should use.
+os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
 
 PREDICATE_LABELS = ("O",) + PREDICATE_TYPES
 DEFAULT_MODEL_CONFIG = """
