@@ -55,6 +55,7 @@ class SRLCounts:
         self.predicates = Counter()
         self.predicates_by_type = defaultdict(Counter)
         self.senses = Counter()
+        self.arguments_by_type = defaultdict(Counter)  # gold predicate type -> ok / excess / missed
 
     def add(self, gold: Sequence[FrameSpec], pred: Sequence[FrameSpec]) -> None:
         gold_by_head = {f.head: f for f in gold}
@@ -63,11 +64,12 @@ class SRLCounts:
             gold_args = Counter(join_continuations(g.arguments))
             p = pred_by_head.get(head)
             pred_args = Counter(join_continuations(p.arguments)) if p is not None else Counter()
-            for arg, n in (gold_args | pred_args).items():
+            for arg in gold_args | pred_args:
                 ok = min(gold_args[arg], pred_args[arg])
-                self.roles[arg[0]]["ok"] += ok
-                self.roles[arg[0]]["missed"] += gold_args[arg] - ok
-                self.roles[arg[0]]["excess"] += pred_args[arg] - ok
+                for counter in (self.roles[arg[0]], self.arguments_by_type[g.predicate_type]):
+                    counter["ok"] += ok
+                    counter["missed"] += gold_args[arg] - ok
+                    counter["excess"] += pred_args[arg] - ok
             if p is not None:
                 self.predicates["ok"] += 1
                 self.predicates_by_type[g.predicate_type]["ok"] += 1
@@ -105,6 +107,7 @@ class SRLCounts:
             f"{prefix}pred_r": predicates["r"],
             f"{prefix}pred_f": predicates["f"],
             f"{prefix}pred_per_type": {t: prf(c["ok"], c["excess"], c["missed"]) for t, c in sorted(self.predicates_by_type.items())},
+            f"{prefix}per_predicate_type": {t: prf(c["ok"], c["excess"], c["missed"]) for t, c in sorted(self.arguments_by_type.items())},
             f"{prefix}sense_acc": self.senses["ok"] / self.senses["total"] if self.senses["total"] else 0.0,
         }
 

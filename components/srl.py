@@ -51,7 +51,7 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 @Language.factory(
     "srl",
     assigns=["doc.spans"],
-    default_config={"model": DEFAULT_MODEL, "max_window": 256, "scorer": {"@scorers": "albert_srl.srl_scorer.v1"}},
+    default_config={"model": DEFAULT_MODEL, "max_window": 128, "scorer": {"@scorers": "albert_srl.srl_scorer.v1"}},
     default_score_weights={"srl_f": 1.0, "srl_pred_f": 0.0, "srl_sense_acc": 0.0, "srl_e2e_f": 0.0, "srl_p": None, "srl_r": None},
 )
 def make_srl(nlp: Language, name: str, model: Model, max_window: int, scorer: Optional[Callable]) -> "SemanticRoleLabeler":
@@ -67,7 +67,9 @@ def make_srl_scorer():
 class SemanticRoleLabeler(TrainablePipe):
     """Predicates (verbal, nominal, adjectival), senses and arguments, from one encoding per doc."""
 
-    def __init__(self, vocab: Vocab, model: Model, name: str = "srl", *, max_window: int = 256, scorer: Optional[Callable] = score_srl):
+    predicate_chunk = 256
+
+    def __init__(self, vocab: Vocab, model: Model, name: str = "srl", *, max_window: int = 128, scorer: Optional[Callable] = score_srl):
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -158,7 +160,12 @@ class SemanticRoleLabeler(TrainablePipe):
             starts_t = torch.tensor([s for s, _ in windows], dtype=torch.long)
             lengths_t = torch.tensor([e - s for s, e in windows], dtype=torch.long)
             sense_logits = module.senses(H, heads_t).float().cpu().numpy()
-            arg_log_probs = torch.log_softmax(module.arguments(H, heads_t, starts_t, lengths_t).float(), dim=-1).cpu().numpy()
+            # predicates in chunks: memory stays bounded however many a batch holds
+            arg_log_probs = []
+            for c in range(0, len(heads), self.predicate_chunk):
+                chunk = slice(c, c + self.predicate_chunk)
+                logits = module.arguments(H, heads_t[chunk], starts_t[chunk], lengths_t[chunk]).float()
+                arg_log_probs.extend(torch.log_softmax(logits, dim=-1).cpu().numpy())
         for k, head in enumerate(heads):
             d = doc_of[k]
             doc = docs[d]
@@ -169,7 +176,7 @@ class SemanticRoleLabeler(TrainablePipe):
             sense = self._choose_sense(doc[local].lower_, sense_logits[k])
             arguments = [
                 (role, s + start - offsets[d], e + start - offsets[d], score)
-                for role, s, e, score in decode_arguments(arg_log_probs[k, : end - start], self.roles, head - start)
+                for role, s, e, score in decode_arguments(arg_log_probs[k][: end - start], self.roles, head - start)
             ]
             results[d].append((local, PREDICATE_LABELS[type_id], sense, float(1.0 - probs[0]), arguments))
         return results

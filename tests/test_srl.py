@@ -181,3 +181,31 @@ def test_albert_token_alignment(tiny_albert):
     flat = [p for token in pieces for p in token]
     assert all(pieces) and len(flat) == len(set(flat))  # every token has pieces, none shared
     assert flat == sorted(flat)
+
+
+def test_evaluate_command(trf_nlp, mini_corpus, tmp_path):
+    import json
+
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from albert_srl.pipeline.evaluate import main
+
+    nlp, _ = trf_nlp
+    nlp.to_disk(tmp_path / "model")
+    import typer
+
+    app = typer.Typer()
+    app.command()(main)
+    result = CliRunner().invoke(app, [str(tmp_path / "model"), str(mini_corpus / "train.spacy"), str(tmp_path / "metrics" / "dev.json")])
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "metrics" / "dev.json").read_text())
+    assert scores["srl_f"] == 1.0 and scores["gold_predicates"]["f"] == 1.0 and scores["srl_sense_acc"] == 1.0
+    assert scores["srl_per_role"]["ARG0"]["support"] == 3 and scores["by_genre"]["email"]["srl_f"] == 1.0
+    gold = (tmp_path / "metrics" / "dev.gold.props").read_text()
+    pred = (tmp_path / "metrics" / "dev.pred.props").read_text()
+    assert gold == pred  # the overfit model reproduces the gold props exactly
+    first = gold.split("\n")[1].split("\t")
+    assert first[0] == "gave" and first[1] == "(V*)"
+    bad = CliRunner().invoke(app, [str(tmp_path / "no-model"), str(mini_corpus / "train.spacy"), str(tmp_path / "x.json")])
+    assert bad.exit_code == 1 and "Cannot load the pipeline" in bad.output
