@@ -92,7 +92,8 @@ def get_frames(doc: Doc) -> List[Frame]:
     pred_scores = pred_group.attrs.get("scores")
     frames = {}
     for i, span in enumerate(pred_group):
-        frames[span.id_] = Frame(
+        # spans added by hand may lack the frame key: their start token is the key then
+        frames[span.id_ or str(span.start)] = Frame(
             predicate=span,
             sense=span.label_,
             predicate_type=span.kb_id_ or "other",

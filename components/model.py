@@ -19,13 +19,15 @@ class SRLHead(nn.Module):
     def __init__(self, width: int, hidden: int, n_predicate_labels: int, n_senses: int, n_bio: int, lstm_depth: int, max_distance: int, dropout: float):
         super().__init__()
         self.max_distance = max_distance
-        self.token = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout))
+        # encoder outputs are small (std ~0.25 per dimension): normalise before the projection
+        self.token = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout))
         self.predicate_out = nn.Linear(hidden, n_predicate_labels)
         self.sense_out = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, max(n_senses, 1)))
         self.arg_token = nn.Linear(hidden, hidden)
         self.arg_predicate = nn.Linear(hidden, hidden, bias=False)
         self.arg_pair = nn.Linear(hidden, hidden, bias=False)
         self.distance = nn.Embedding(2 * max_distance + 2, hidden)
+        self.pair_norm = nn.LayerNorm(hidden)
         self.lstm = nn.LSTM(hidden, hidden // 2, num_layers=lstm_depth, batch_first=True, bidirectional=True, dropout=dropout if lstm_depth > 1 else 0.0) if lstm_depth > 0 else None
         self.arg_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, n_bio))
 
@@ -49,11 +51,12 @@ class SRLHead(nn.Module):
         pred_h = H[heads][:, None, :]
         offset = (tokens - heads[:, None]).clamp(-self.max_distance, self.max_distance) + self.max_distance
         offset = torch.where(tokens == heads[:, None], torch.full_like(offset, 2 * self.max_distance + 1), offset)
-        pairs = self.arg_token(token_h) + self.arg_predicate(pred_h) + self.arg_pair(token_h * pred_h) + self.distance(offset)
+        pairs = self.pair_norm(self.arg_token(token_h) + self.arg_predicate(pred_h) + self.arg_pair(token_h * pred_h) + self.distance(offset))
         if self.lstm is not None:
             packed = nn.utils.rnn.pack_padded_sequence(pairs, lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, _ = self.lstm(packed)
-            pairs, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=max_len)
+            context, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=max_len)
+            pairs = pairs + context  # residual: the direct path learns fast, the LSTM adds context
         return self.arg_out(pairs)
 
 

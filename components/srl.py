@@ -17,7 +17,7 @@ from spacy.tokens import Doc
 from spacy.training import Example, validate_get_examples
 from spacy.util import from_disk as util_from_disk, registry
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer, torch2xp, xp2torch
+from thinc.api import Adam, Config, Model, Optimizer, torch2xp, xp2torch
 
 from albert_srl.components.decoding import bio_labels, decode_arguments, spans_to_bio
 from albert_srl.components.frames import PREDICATE_TYPES, FrameSpec, frame_specs, project_specs, same_tokens, set_frames
@@ -51,12 +51,12 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 @Language.factory(
     "srl",
     assigns=["doc.spans"],
-    default_config={"model": DEFAULT_MODEL, "max_window": 128, "scorer": {"@scorers": "albert_srl.srl_scorer.v1"}},
+    default_config={"model": DEFAULT_MODEL, "max_window": 128, "head_learn_rate": 0.002, "scorer": {"@scorers": "albert_srl.srl_scorer.v1"}},
     default_score_weights={"srl_f": 1.0, "srl_pred_f": 0.0, "srl_sense_acc": 0.0, "srl_e2e_f": 0.0, "srl_p": None, "srl_r": None},
 )
-def make_srl(nlp: Language, name: str, model: Model, max_window: int, scorer: Optional[Callable]) -> "SemanticRoleLabeler":
+def make_srl(nlp: Language, name: str, model: Model, max_window: int, head_learn_rate: float, scorer: Optional[Callable]) -> "SemanticRoleLabeler":
     """Create an `srl` pipe. Docs: README.md, "The SRL pipe"."""
-    return SemanticRoleLabeler(nlp.vocab, model, name, max_window=max_window, scorer=scorer)
+    return SemanticRoleLabeler(nlp.vocab, model, name, max_window=max_window, head_learn_rate=head_learn_rate, scorer=scorer)
 
 
 @registry.scorers("albert_srl.srl_scorer.v1")
@@ -69,8 +69,12 @@ class SemanticRoleLabeler(TrainablePipe):
 
     predicate_chunk = 256
 
-    def __init__(self, vocab: Vocab, model: Model, name: str = "srl", *, max_window: int = 128, scorer: Optional[Callable] = score_srl):
+    def __init__(self, vocab: Vocab, model: Model, name: str = "srl", *, max_window: int = 128, head_learn_rate: float = 0.002, scorer: Optional[Callable] = score_srl):
         self.vocab = vocab
+        # The randomly initialised head learns at its own rate; the encoder keeps the training
+        # optimizer's (small, warmed-up) one. 0 = one optimizer for both.
+        self.head_learn_rate = head_learn_rate
+        self._head_optimizer: Optional[Optimizer] = None
         self.model = model
         self.name = name
         self.scorer = scorer
@@ -282,6 +286,15 @@ class SemanticRoleLabeler(TrainablePipe):
             self.finish_update(sgd)
         losses[self.name] += float(loss.detach())
         return losses
+
+    def finish_update(self, sgd: Optimizer) -> None:
+        if not self.head_learn_rate:
+            self.model.finish_update(sgd)
+            return
+        if self._head_optimizer is None:
+            self._head_optimizer = Adam(self.head_learn_rate, grad_clip=1.0, L2=0.01, L2_is_weight_decay=True)
+        self.model.get_ref("tok2vec").finish_update(sgd)
+        self.model.get_ref("head").finish_update(self._head_optimizer)
 
     def get_loss(self, examples: Iterable[Example], scores) -> Tuple[float, None]:
         """The training loss of `examples` (no gradients): predicate + sense + argument cross-entropy."""

@@ -21,7 +21,7 @@ from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from wasabi import msg
 
-from albert_srl.components.frames import frame_specs, set_frames
+from albert_srl.components.frames import FrameSpec, frame_specs, set_frames
 from albert_srl.components.scoring import SRLCounts, write_props
 
 
@@ -68,7 +68,7 @@ def evaluate(nlp, refs: List[Doc], batch_size: int = 32) -> Dict[str, object]:
         for name, proc in nlp.pipeline:
             if name != "srl":
                 doc = proc(doc)
-        doc.spans["srl_predicates"] = [doc[f.head : f.head + 1] for f in frame_specs(ref)]
+        set_frames(doc, [FrameSpec(f.head, "", (f.head, f.head + 1), f.predicate_type) for f in frame_specs(ref)])
         given.append(doc)
     for i in range(0, len(given), batch_size):
         srl.label_given_predicates(given[i : i + batch_size])

@@ -165,10 +165,10 @@ def test_gold_predicates_mode(trf_nlp, mini_corpus):
     nlp, _ = trf_nlp
     ref = load_refs(mini_corpus)[0]
     doc = nlp(gold_token_doc(nlp, ref, with_sents=True))
-    doc.spans["srl_predicates"] = [doc[f.head : f.head + 1] for f in get_frames(ref)[:1]]
+    # predicate spans added by hand, without frame keys
+    doc.spans["srl_predicates"] = [doc[f.head : f.head + 1] for f in get_frames(ref)]
     nlp.get_pipe("srl").label_given_predicates([doc])
-    (frame,) = get_frames(doc)
-    assert frame.head == get_frames(ref)[0].head and frame.sense == "give.01"
+    assert comparable(doc) == comparable(ref)
 
 
 def test_albert_token_alignment(tiny_albert):
