@@ -13,7 +13,7 @@ Layout (round-trips through DocBin and `nlp.to_disk`, needs no `user_data`):
 `doc._.srl_frames` (or `get_frames(doc)`) gives the frames as `Frame` objects.
 """
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc, Span
 

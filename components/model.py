@@ -6,10 +6,10 @@ The encoder runs once per document. The head then scores, from the same token ve
   vector, its distance to the token and a predicate-aware BiLSTM over the sentence condition the
   labels on the predicate, instead of re-encoding the sentence per predicate.
 """
-from typing import List, Optional
+from typing import List
 
 import torch
-from thinc.api import Model, PyTorchWrapper_v2, chain, list2array, with_array
+from thinc.api import Model, PyTorchWrapper_v2
 from thinc.types import Floats2d
 from spacy.tokens import Doc
 from torch import nn

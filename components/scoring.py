@@ -12,7 +12,7 @@ predicates found, and an end-to-end F1 in which the arguments of spurious predic
 """
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 from spacy.tokens import Doc
 from spacy.training import Example

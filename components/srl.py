@@ -6,10 +6,10 @@ written to `doc.spans` as documented in `frames.py`; `doc._.srl_frames` reads th
 """
 import os
 from collections import Counter, defaultdict
-from itertools import islice
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
+import srsly
 import torch
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
@@ -95,6 +95,7 @@ class SemanticRoleLabeler(TrainablePipe):
         return tuple(self.roles)
 
     def _build_head(self) -> None:
+        self._sense_index = {s: i for i, s in enumerate(self.senses)}
         build_head(self.model, self.cfg["width"], len(PREDICATE_LABELS), len(self.senses), len(bio_labels(self.roles)))
 
     def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None) -> None:
@@ -186,12 +187,11 @@ class SemanticRoleLabeler(TrainablePipe):
         return results
 
     def _choose_sense(self, form: str, logits: numpy.ndarray) -> str:
+        """The best-scoring roleset among those seen with this word form; `<form>.01` if none."""
         candidates = self.cfg["lexicon"].get(form)
         if not candidates:
             return f"{form}.01"
-        index = {s: i for i, s in enumerate(self.senses)} if not hasattr(self, "_sense_index") else self._sense_index
-        self._sense_index = index
-        return max(candidates, key=lambda s: logits[index[s]])
+        return max(candidates, key=lambda s: logits[self._sense_index[s]])
 
     def set_annotations(self, docs: Iterable[Doc], results) -> None:
         for doc, frames in zip(docs, results):
@@ -310,8 +310,6 @@ class SemanticRoleLabeler(TrainablePipe):
 
     # ------------------------------------------------------------------ serialization
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()):
-        import srsly
-
         msg = srsly.msgpack_loads(bytes_data)
         self.cfg.update(srsly.json_loads(msg["cfg"]))
         self._build_head()
@@ -319,13 +317,9 @@ class SemanticRoleLabeler(TrainablePipe):
         return self
 
     def to_bytes(self, *, exclude=tuple()) -> bytes:
-        import srsly
-
         return srsly.msgpack_dumps({"cfg": srsly.json_dumps(self.cfg), "model": self.model.to_bytes()})
 
     def from_disk(self, path, *, exclude=tuple()):
-        import srsly
-
         def load_cfg(p):
             self.cfg.update(srsly.read_json(p))
             self._build_head()

@@ -1,6 +1,6 @@
 """Converted sentences -> spaCy Docs (one Doc per document), and the counts a report shows."""
 from collections import Counter
-from typing import Dict, Iterable, List, Optional
+from typing import List
 
 from spacy.tokens import Doc
 from spacy.vocab import Vocab

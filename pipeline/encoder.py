@@ -9,9 +9,8 @@ baseline, and the tiny models of the tests). `teacher`: the pretrained all-MiniL
 (embedding size = hidden size, one layer per group, identity embedding projection). Those are
 MiniLM's weights in ALBERT's architecture, not an ALBERT pretraining.
 """
-import json
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
 import typer
 from wasabi import msg
@@ -73,7 +72,7 @@ def build_random_albert(output: Path, spm: Path, shape: str = "cpu", max_positio
     return output
 
 
-def bert_to_albert_state(bert_state: Dict[str, "torch.Tensor"], n_layers: int, hidden: int) -> Dict[str, "torch.Tensor"]:
+def bert_to_albert_state(bert_state: Dict[str, Any], n_layers: int, hidden: int) -> Dict[str, Any]:
     """Rename a BertModel state dict for an AlbertModel with one layer per group."""
     import torch
 

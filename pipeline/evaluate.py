@@ -18,7 +18,6 @@ from typing import Dict, List, Optional
 import spacy
 import typer
 from spacy.tokens import Doc, DocBin
-from spacy.training import Example
 from wasabi import msg
 
 from albert_srl.components.frames import FrameSpec, frame_specs, set_frames
@@ -62,14 +61,11 @@ def evaluate(nlp, refs: List[Doc], batch_size: int = 32) -> Dict[str, object]:
         predicted_docs.append(doc)
     seconds = time.perf_counter() - start
     srl = nlp.get_pipe("srl")
-    given = []
-    for ref in refs:  # gold predicates and sentences: run the pipeline up to srl, then label them
-        doc = plain_doc(nlp, ref, True)
-        for name, proc in nlp.pipeline:
-            if name != "srl":
-                doc = proc(doc)
+    # gold predicates and sentences: run the pipeline without srl, then label the given predicates
+    with nlp.select_pipes(disable=["srl"]):
+        given = list(nlp.pipe((plain_doc(nlp, r, True) for r in refs), batch_size=batch_size))
+    for ref, doc in zip(refs, given):
         set_frames(doc, [FrameSpec(f.head, "", (f.head, f.head + 1), f.predicate_type) for f in frame_specs(ref)])
-        given.append(doc)
     for i in range(0, len(given), batch_size):
         srl.label_given_predicates(given[i : i + batch_size])
     for ref, doc in zip(refs, given):

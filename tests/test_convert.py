@@ -114,7 +114,7 @@ def test_ewt_recovery_below_threshold_fails(mini_ewt, tmp_path):
 
 def test_ewt_missing_ud_document_is_reported(mini_ewt, tmp_path):
     (mini_ewt / "ud/not-to-release/sources/answers/doc2.xml.conllu").unlink()
-    result = convert("ewt", mini_ewt, tmp_path / "out", "--min-recovery", "0")
+    convert("ewt", mini_ewt, tmp_path / "out", "--min-recovery", "0")
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     (skip,) = report["dev"]["skipped"]
     assert "no UD document" in skip["reason"] and skip["predicates"] == 3 and skip["arguments"] == 3
@@ -126,7 +126,7 @@ def test_ewt_unalignable_sentence_is_reported(mini_ewt, tmp_path):
     ud = mini_ewt / "ud/not-to-release/sources/reviews/doc3.xml.conllu"
     text = ud.read_text().replace("PRON\tPRP", "PRON\tVBZ").replace("DET\tDT", "DET\tVB").replace("NOUN\tNN", "NOUN\tCD")
     ud.write_text(text.replace("PUNCT\t,", "PUNCT\tFW", 1))  # four tags in a row disagree: shifted tokens
-    result = convert("ewt", mini_ewt, tmp_path / "out", "--min-recovery", "0")
+    convert("ewt", mini_ewt, tmp_path / "out", "--min-recovery", "0")
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     (skip,) = report["test"]["skipped"]
     assert "tokens cannot be aligned" in skip["reason"] and skip["predicates"] == 2

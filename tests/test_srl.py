@@ -186,7 +186,6 @@ def test_albert_token_alignment(tiny_albert):
 def test_evaluate_command(trf_nlp, mini_corpus, tmp_path):
     import json
 
-    from typer.main import get_command
     from typer.testing import CliRunner
 
     from albert_srl.pipeline.evaluate import main
