@@ -1,0 +1,1 @@
+"""spaCy components of albert-srl: the SRL pipe, its model, decoder and scorer."""

@@ -1,0 +1,353 @@
+"""`srl`: a trainable spaCy pipe that finds predicates, their PropBank sense and argument spans.
+
+It listens to a shared encoder (a spacy-transformers `transformer`, or any tok2vec), which runs
+once per document; see `model.py` for the head and `decoding.py` for the constraints. Frames are
+written to `doc.spans` as documented in `frames.py`; `doc._.srl_frames` reads them back.
+"""
+import os
+from collections import Counter, defaultdict
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy
+import srsly
+import torch
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc
+from spacy.training import Example, validate_get_examples
+from spacy.util import from_disk as util_from_disk, registry
+from spacy.vocab import Vocab
+from thinc.api import Adam, Config, Model, Optimizer, torch2xp, xp2torch
+
+from albert_srl.components.decoding import bio_labels, decode_arguments, spans_to_bio
+from albert_srl.components.frames import PREDICATE_TYPES, FrameSpec, frame_specs, project_specs, same_tokens, set_frames
+from albert_srl.components.model import build_head, head_module
+from albert_srl.components.scoring import score_srl
+
+# Forked workers (nlp.pipe(n_process=...), Dask) deadlock in OpenMP if torch uses the thread pool
+# it inherited from the parent; one thread per worker process is also what they should use.
+os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
+
+PREDICATE_LABELS = ("O",) + PREDICATE_TYPES
+DEFAULT_MODEL_CONFIG = """
+[model]
+@architectures = "albert_srl.SRLModel.v1"
+hidden_width = 256
+lstm_depth = 1
+max_distance = 32
+dropout = 0.1
+
+[model.tok2vec]
+@architectures = "spacy-transformers.TransformerListener.v1"
+grad_factor = 1.0
+upstream = "*"
+
+[model.tok2vec.pooling]
+@layers = "reduce_mean.v1"
+"""
+DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
+
+
+@Language.factory(
+    "srl",
+    assigns=["doc.spans"],
+    default_config={"model": DEFAULT_MODEL, "max_window": 128, "head_learn_rate": 0.002, "scorer": {"@scorers": "albert_srl.srl_scorer.v1"}},
+    default_score_weights={"srl_f": 1.0, "srl_pred_f": 0.0, "srl_sense_acc": 0.0, "srl_e2e_f": 0.0, "srl_p": None, "srl_r": None},
+)
+def make_srl(nlp: Language, name: str, model: Model, max_window: int, head_learn_rate: float, scorer: Optional[Callable]) -> "SemanticRoleLabeler":
+    """Create an `srl` pipe. Docs: README.md, "The SRL pipe"."""
+    return SemanticRoleLabeler(nlp.vocab, model, name, max_window=max_window, head_learn_rate=head_learn_rate, scorer=scorer)
+
+
+@registry.scorers("albert_srl.srl_scorer.v1")
+def make_srl_scorer():
+    return score_srl
+
+
+class SemanticRoleLabeler(TrainablePipe):
+    """Predicates (verbal, nominal, adjectival), senses and arguments, from one encoding per doc."""
+
+    predicate_chunk = 256
+
+    def __init__(self, vocab: Vocab, model: Model, name: str = "srl", *, max_window: int = 128, head_learn_rate: float = 0.002, scorer: Optional[Callable] = score_srl):
+        self.vocab = vocab
+        # The randomly initialised head learns at its own rate; the encoder keeps the training
+        # optimizer's (small, warmed-up) one. 0 = one optimizer for both.
+        self.head_learn_rate = head_learn_rate
+        self._head_optimizer: Optional[Optimizer] = None
+        self.model = model
+        self.name = name
+        self.scorer = scorer
+        # Everything the pipe must remember lives in cfg, so to_disk/from_disk need nothing else.
+        self.cfg = {"roles": [], "senses": [], "lexicon": {}, "width": None, "max_window": max_window}
+
+    # ------------------------------------------------------------------ labels
+    @property
+    def roles(self) -> List[str]:
+        return self.cfg["roles"]
+
+    @property
+    def senses(self) -> List[str]:
+        return self.cfg["senses"]
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        return tuple(self.roles)
+
+    def _build_head(self) -> None:
+        self._sense_index = {s: i for i, s in enumerate(self.senses)}
+        build_head(self.model, self.cfg["width"], len(PREDICATE_LABELS), len(self.senses), len(bio_labels(self.roles)))
+
+    def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None) -> None:
+        """Collect roles, senses and the form -> senses lexicon from the examples; build the head."""
+        validate_get_examples(get_examples, "SemanticRoleLabeler.initialize")
+        roles, senses, lexicon = Counter(), Counter(), defaultdict(Counter)
+        sample = []
+        for eg in get_examples():
+            if len(sample) < 10:
+                sample.append(eg.predicted)
+            for frame in frame_specs(eg.reference):
+                senses[frame.sense] += 1
+                lexicon[eg.reference[frame.head].lower_][frame.sense] += 1
+                roles.update(role for role, _, _ in frame.arguments)
+        self.cfg["roles"] = sorted(roles)
+        self.cfg["senses"] = sorted(senses)
+        # candidate senses per word form, most frequent first
+        self.cfg["lexicon"] = {form: [s for s, _ in c.most_common()] for form, c in sorted(lexicon.items())}
+        tok2vec = self.model.get_ref("tok2vec")
+        tok2vec.initialize(X=sample)
+        self.cfg["width"] = int(tok2vec.predict(sample)[0].shape[1])
+        self._build_head()
+
+    # ------------------------------------------------------------------ windows
+    def _windows(self, doc: Doc, heads: Sequence[int], sent_starts: Optional[Sequence[bool]] = None) -> List[Tuple[int, int]]:
+        """The token range each predicate's arguments may come from: its sentence, clipped."""
+        if sent_starts is None:
+            has_sents = doc.has_annotation("SENT_START")
+            sent_starts = [t.is_sent_start for t in doc] if has_sents else [i == 0 for i in range(len(doc))]
+        starts = [i for i, s in enumerate(sent_starts) if s or i == 0]
+        ends = starts[1:] + [len(doc)]
+        half = self.cfg["max_window"] // 2
+        windows = []
+        for head in heads:
+            k = int(numpy.searchsorted(starts, head, side="right")) - 1
+            windows.append((max(starts[k], head - half), min(ends[k], head + half)))
+        return windows
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, docs: Iterable[Doc], given_heads: Optional[List[List[int]]] = None):
+        """Frames per doc: (heads, types, senses, arguments, scores). `given_heads` skips predicate finding."""
+        docs = list(docs)
+        if not any(len(doc) for doc in docs):
+            return [[] for _ in docs]
+        tokvecs = self.model.predict(docs)
+        module = head_module(self.model)
+        module.eval()
+        lengths = [len(doc) for doc in docs]
+        offsets = numpy.cumsum([0] + lengths)
+        with torch.no_grad():
+            X = xp2torch(self.model.ops.xp.concatenate([self.model.ops.asarray2f(t) for t in tokvecs if len(t)]))
+            H = module.encode(X.float())
+            pred_probs = torch.softmax(module.predicates(H).float(), dim=-1).cpu().numpy()
+            heads, windows, doc_of = [], [], []
+            for d, doc in enumerate(docs):
+                if given_heads is not None:
+                    doc_heads = list(given_heads[d])
+                else:
+                    doc_heads = [i for i in range(len(doc)) if pred_probs[offsets[d] + i].argmax() != 0]
+                heads.extend(offsets[d] + h for h in doc_heads)
+                windows.extend((offsets[d] + s, offsets[d] + e) for s, e in self._windows(doc, doc_heads))
+                doc_of.extend([d] * len(doc_heads))
+            results = [[] for _ in docs]
+            if not heads:
+                return results
+            heads_t = torch.tensor(heads, dtype=torch.long)
+            starts_t = torch.tensor([s for s, _ in windows], dtype=torch.long)
+            lengths_t = torch.tensor([e - s for s, e in windows], dtype=torch.long)
+            sense_logits = module.senses(H, heads_t).float().cpu().numpy()
+            # predicates in chunks: memory stays bounded however many a batch holds
+            arg_log_probs = []
+            for c in range(0, len(heads), self.predicate_chunk):
+                chunk = slice(c, c + self.predicate_chunk)
+                logits = module.arguments(H, heads_t[chunk], starts_t[chunk], lengths_t[chunk]).float()
+                arg_log_probs.extend(torch.log_softmax(logits, dim=-1).cpu().numpy())
+        for k, head in enumerate(heads):
+            d = doc_of[k]
+            doc = docs[d]
+            local = head - offsets[d]
+            start, end = windows[k]
+            probs = pred_probs[head]
+            type_id = int(probs[1:].argmax()) + 1
+            sense = self._choose_sense(doc[local].lower_, sense_logits[k])
+            arguments = [
+                (role, s + start - offsets[d], e + start - offsets[d], score)
+                for role, s, e, score in decode_arguments(arg_log_probs[k][: end - start], self.roles, head - start)
+            ]
+            results[d].append((local, PREDICATE_LABELS[type_id], sense, float(1.0 - probs[0]), arguments))
+        return results
+
+    def _choose_sense(self, form: str, logits: numpy.ndarray) -> str:
+        """The best-scoring roleset among those seen with this word form; `<form>.01` if none."""
+        candidates = self.cfg["lexicon"].get(form)
+        if not candidates:
+            return f"{form}.01"
+        return max(candidates, key=lambda s: logits[self._sense_index[s]])
+
+    def set_annotations(self, docs: Iterable[Doc], results) -> None:
+        for doc, frames in zip(docs, results):
+            specs, pred_scores, arg_scores = [], [], []
+            for head, ptype, sense, score, arguments in frames:
+                specs.append(FrameSpec(head, sense, (head, head + 1), ptype, [(r, s, e) for r, s, e, _ in arguments]))
+                pred_scores.append(score)
+                arg_scores.extend(a[3] for a in arguments)
+            set_frames(doc, specs, scores=(pred_scores, arg_scores))
+
+    def label_given_predicates(self, docs: List[Doc]) -> List[Doc]:
+        """Sense and arguments for the predicates already in `doc.spans["srl_predicates"]` (gold-predicate evaluation)."""
+        heads = [[f.head for f in frame_specs(doc)] for doc in docs]
+        self.set_annotations(docs, self.predict(docs, given_heads=heads))
+        return docs
+
+    # ------------------------------------------------------------------ training
+    def _targets(self, examples: Sequence[Example]):
+        """Gold heads, types, senses, windows and BIO ids, in the predicted docs' token offsets."""
+        role_index = {r: i for i, r in enumerate(self.roles)}
+        sense_index = {s: i for i, s in enumerate(self.senses)}
+        offset = 0
+        pred_labels, heads, senses, windows, bios = [], [], [], [], []
+        for eg in examples:
+            doc = eg.predicted
+            labels = numpy.zeros((len(doc),), dtype="int64")
+            specs = gold_specs_for(eg)
+            sent_starts = gold_sent_starts(eg)
+            doc_windows = self._windows(doc, [f.head for f in specs], sent_starts)
+            for frame, (start, end) in zip(specs, doc_windows):
+                labels[frame.head] = PREDICATE_LABELS.index(frame.predicate_type)
+                heads.append(offset + frame.head)
+                senses.append(sense_index.get(frame.sense, -100))
+                windows.append((offset + start, offset + end))
+                spans = [
+                    (role_index[role], s - start, e - start)
+                    for role, s, e in frame.arguments
+                    if role in role_index and start <= s and e <= end
+                ]
+                bios.append(spans_to_bio(end - start, spans))
+            pred_labels.append(labels)
+            offset += len(doc)
+        return numpy.concatenate(pred_labels) if pred_labels else numpy.zeros((0,), dtype="int64"), heads, senses, windows, bios
+
+    def _loss(self, H: torch.Tensor, targets) -> Tuple[torch.Tensor, Dict[str, float]]:
+        module = head_module(self.model)
+        pred_labels, heads, senses, windows, bios = targets
+        loss_pred = torch.nn.functional.cross_entropy(module.predicates(H).float(), torch.from_numpy(pred_labels))
+        parts = {"predicates": float(loss_pred.detach())}
+        loss = loss_pred
+        if heads:
+            heads_t = torch.tensor(heads, dtype=torch.long)
+            sense_logits = module.senses(H, heads_t).float()
+            sense_targets = torch.tensor(senses, dtype=torch.long)
+            if (sense_targets >= 0).any():
+                loss_sense = torch.nn.functional.cross_entropy(sense_logits, sense_targets, ignore_index=-100)
+                loss = loss + loss_sense
+                parts["senses"] = float(loss_sense.detach())
+            starts = torch.tensor([s for s, _ in windows], dtype=torch.long)
+            lengths = torch.tensor([e - s for s, e in windows], dtype=torch.long)
+            logits = module.arguments(H, heads_t, starts, lengths).float()
+            gold = torch.full(logits.shape[:2], -100, dtype=torch.long)
+            for k, bio in enumerate(bios):
+                gold[k, : len(bio)] = torch.from_numpy(bio)
+            loss_args = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=-100)
+            loss = loss + loss_args
+            parts["arguments"] = float(loss_args.detach())
+        return loss, parts
+
+    def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd: Optional[Optimizer] = None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+        losses = {} if losses is None else losses
+        losses.setdefault(self.name, 0.0)
+        examples = [eg for eg in examples if len(eg.predicted)]
+        if not examples:
+            return losses
+        docs = [eg.predicted for eg in examples]
+        # the listener receives its batch from the transformer only through begin_update
+        tokvecs, backprop = self.model.begin_update(docs)
+        module = head_module(self.model)
+        module.train()
+        for m in module.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = drop
+        X = xp2torch(self.model.ops.xp.concatenate([self.model.ops.asarray2f(t) for t in tokvecs]), requires_grad=True)
+        H = module.encode(X)
+        loss, _ = self._loss(H, self._targets(examples))
+        loss.backward()
+        dX = torch2xp(X.grad)
+        lengths = numpy.cumsum([len(d) for d in docs])[:-1]
+        backprop(list(self.model.ops.xp.split(dX, lengths)))
+        if sgd is not None:
+            self.finish_update(sgd)
+        losses[self.name] += float(loss.detach())
+        return losses
+
+    def finish_update(self, sgd: Optimizer) -> None:
+        if not self.head_learn_rate:
+            self.model.finish_update(sgd)
+            return
+        if self._head_optimizer is None:
+            self._head_optimizer = Adam(self.head_learn_rate, grad_clip=1.0, L2=0.01, L2_is_weight_decay=True)
+        self.model.get_ref("tok2vec").finish_update(sgd)
+        self.model.get_ref("head").finish_update(self._head_optimizer)
+
+    def get_loss(self, examples: Iterable[Example], scores) -> Tuple[float, None]:
+        """The training loss of `examples` (no gradients): predicate + sense + argument cross-entropy."""
+        examples = [eg for eg in examples if len(eg.predicted)]
+        tokvecs = self.model.predict([eg.predicted for eg in examples])
+        with torch.no_grad():
+            X = xp2torch(self.model.ops.xp.concatenate([self.model.ops.asarray2f(t) for t in tokvecs]))
+            loss, _ = self._loss(head_module(self.model).encode(X), self._targets(examples))
+        return float(loss), None
+
+    def add_label(self, label: str) -> int:
+        raise NotImplementedError("srl labels come from the training data at initialize()")
+
+    # ------------------------------------------------------------------ serialization
+    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()):
+        msg = srsly.msgpack_loads(bytes_data)
+        self.cfg.update(srsly.json_loads(msg["cfg"]))
+        self._build_head()
+        self.model.from_bytes(msg["model"])
+        return self
+
+    def to_bytes(self, *, exclude=tuple()) -> bytes:
+        return srsly.msgpack_dumps({"cfg": srsly.json_dumps(self.cfg), "model": self.model.to_bytes()})
+
+    def from_disk(self, path, *, exclude=tuple()):
+        def load_cfg(p):
+            self.cfg.update(srsly.read_json(p))
+            self._build_head()
+
+        def load_model(p):
+            with open(p, "rb") as f:
+                self.model.from_bytes(f.read())
+
+        util_from_disk(path, {"cfg": load_cfg, "model": load_model}, exclude)
+        return self
+
+
+def gold_specs_for(eg: Example) -> List[FrameSpec]:
+    """The reference frames in the predicted doc's token offsets."""
+    specs = frame_specs(eg.reference)
+    if same_tokens(eg.predicted, eg.reference):
+        return specs
+    return project_specs(specs, eg.alignment.y2x)
+
+
+def gold_sent_starts(eg: Example) -> Optional[List[bool]]:
+    """Sentence starts for the predicted doc: the reference's, mapped through the alignment."""
+    if not eg.reference.has_annotation("SENT_START"):
+        return None
+    starts = [False] * len(eg.predicted)
+    y2x = eg.alignment.y2x
+    for sent in eg.reference.sents:
+        mapped = [int(i) for i in y2x[sent.start]]
+        if mapped:
+            starts[mapped[0]] = True
+    return starts

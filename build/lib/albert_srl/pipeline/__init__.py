@@ -1,0 +1,1 @@
+"""Workflow steps of albert-srl: small typer CLIs run by project.yml."""

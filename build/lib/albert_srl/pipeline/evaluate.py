@@ -1,0 +1,130 @@
+"""Evaluate a trained SRL pipeline on a .spacy corpus (spacy evaluate drops custom metric keys).
+
+Scores, all with the CoNLL-2005 scorer's semantics (components/scoring.py):
+- predicted predicates (the pipeline as users run it, raw tokens in, sentences found by the
+  senter): `srl_f` (arguments), predicate P/R/F1, sense accuracy, end-to-end F1;
+- gold predicates (and gold sentences): argument P/R/F1, the setting of most published results.
+Also writes CoNLL-2005 props files `<props-prefix>.gold.props` and `.pred.props` (gold sentence
+rows) so that anyone can re-check with srl-eval.pl.
+
+    python -m albert_srl.pipeline.evaluate training/model-best corpus/ewt/dev.spacy metrics/ewt-dev.json
+"""
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import spacy
+import typer
+from spacy.tokens import Doc, DocBin
+from wasabi import msg
+
+from albert_srl.components.frames import FrameSpec, frame_specs, set_frames
+from albert_srl.components.scoring import SRLCounts, write_props
+
+
+def load_pipeline(model: str, gpu_id: int):
+    if gpu_id >= 0:
+        spacy.require_gpu(gpu_id)
+    try:
+        nlp = spacy.load(model)
+    except (OSError, IOError, ValueError) as err:
+        msg.fail(f"Cannot load the pipeline {model}: {err}", "Train one first (spacy project run train) or pass a model folder/package.", exits=1)
+    if "srl" not in nlp.pipe_names:
+        msg.fail(f"{model} has no 'srl' component (pipes: {', '.join(nlp.pipe_names)})", exits=1)
+    return nlp
+
+
+def plain_doc(nlp, ref: Doc, keep_sentences: bool) -> Doc:
+    """The reference's words and spaces only (no frames), optionally with its sentence starts."""
+    starts = [t.is_sent_start for t in ref] if keep_sentences else None
+    return Doc(nlp.vocab, words=[t.text for t in ref], spaces=[bool(t.whitespace_) for t in ref], sent_starts=starts)
+
+
+def with_gold_sentences(ref: Doc, predicted: Doc) -> Doc:
+    """The predicted frames on a copy of the reference (gold sentence rows for the props file)."""
+    doc = ref.copy()
+    set_frames(doc, frame_specs(predicted))
+    return doc
+
+
+def evaluate(nlp, refs: List[Doc], batch_size: int = 32) -> Dict[str, object]:
+    predicted_counts, gold_pred_counts = SRLCounts(), SRLCounts()
+    by_genre: Dict[str, SRLCounts] = {}
+    predicted_docs = []
+    n_words = sum(len(r) for r in refs)
+    start = time.perf_counter()
+    for ref, doc in zip(refs, nlp.pipe((plain_doc(nlp, r, False) for r in refs), batch_size=batch_size)):
+        predicted_counts.add(frame_specs(ref), frame_specs(doc))
+        by_genre.setdefault(ref.user_data.get("genre") or "all", SRLCounts()).add(frame_specs(ref), frame_specs(doc))
+        predicted_docs.append(doc)
+    seconds = time.perf_counter() - start
+    srl = nlp.get_pipe("srl")
+    # gold predicates and sentences: run the pipeline without srl, then label the given predicates
+    with nlp.select_pipes(disable=["srl"]):
+        given = list(nlp.pipe((plain_doc(nlp, r, True) for r in refs), batch_size=batch_size))
+    for ref, doc in zip(refs, given):
+        set_frames(doc, [FrameSpec(f.head, "", (f.head, f.head + 1), f.predicate_type) for f in frame_specs(ref)])
+    for i in range(0, len(given), batch_size):
+        srl.label_given_predicates(given[i : i + batch_size])
+    for ref, doc in zip(refs, given):
+        gold_pred_counts.add(frame_specs(ref), frame_specs(doc))
+    scores = predicted_counts.scores()
+    gold = gold_pred_counts.scores()
+    scores["gold_predicates"] = {k.removeprefix("srl_"): v for k, v in gold.items() if not k.startswith("srl_pred") and not k.startswith("srl_e2e")}
+    scores["by_genre"] = {g: {k: v for k, v in c.scores().items() if isinstance(v, float)} for g, c in sorted(by_genre.items())}
+    scores["sents_f"] = sentence_f(refs, predicted_docs)
+    scores["words"] = n_words
+    scores["words_per_second"] = n_words / seconds if seconds else 0.0
+    return scores, predicted_docs
+
+
+def sentence_f(refs: List[Doc], docs: List[Doc]) -> float:
+    ok = gold = pred = 0
+    for ref, doc in zip(refs, docs):
+        g = {s.start for s in ref.sents} if ref.has_annotation("SENT_START") else set()
+        p = {s.start for s in doc.sents} if doc.has_annotation("SENT_START") else set()
+        ok, gold, pred = ok + len(g & p), gold + len(g), pred + len(p)
+    return 2 * ok / (gold + pred) if gold + pred else 0.0
+
+
+def main(
+    model: str = typer.Argument(..., help="Trained pipeline: a folder (training/model-best) or an installed package"),
+    data: Path = typer.Argument(..., help="A .spacy corpus with gold frames (corpus/ewt/dev.spacy)"),
+    output: Path = typer.Argument(..., help="Metrics JSON to write (metrics/ewt-dev.json)"),
+    props_prefix: Optional[Path] = typer.Option(None, help="Write <prefix>.gold.props and <prefix>.pred.props (default: OUTPUT without .json)"),
+    batch_size: int = typer.Option(32, help="Docs per nlp.pipe batch"),
+    gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+    limit: int = typer.Option(0, help="Evaluate only the first N docs (0 = all)"),
+):
+    """Score a pipeline with predicted and with gold predicates; write metrics JSON and props files."""
+    if not data.exists():
+        msg.fail(f"{data} not found", "Run `spacy project run convert` first.", exits=1)
+    nlp = load_pipeline(model, gpu_id)
+    refs = list(DocBin().from_disk(data).get_docs(nlp.vocab))
+    if limit:
+        refs = refs[:limit]
+    scores, docs = evaluate(nlp, refs, batch_size)
+    scores["model"] = str(model)
+    scores["data"] = str(data)
+    scores["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(scores, indent=2), encoding="utf8")
+    prefix = props_prefix or output.with_suffix("")
+    write_props(refs, Path(f"{prefix}.gold.props"))
+    write_props([with_gold_sentences(r, d) for r, d in zip(refs, docs)], Path(f"{prefix}.pred.props"))
+    g = scores["gold_predicates"]
+    rows = [
+        ("arguments, predicted predicates (srl_f)", f"{100 * scores['srl_p']:.2f}", f"{100 * scores['srl_r']:.2f}", f"{100 * scores['srl_f']:.2f}"),
+        ("arguments, end to end", f"{100 * scores['srl_e2e_p']:.2f}", f"{100 * scores['srl_e2e_r']:.2f}", f"{100 * scores['srl_e2e_f']:.2f}"),
+        ("arguments, gold predicates", f"{100 * g['p']:.2f}", f"{100 * g['r']:.2f}", f"{100 * g['f']:.2f}"),
+        ("predicate identification", f"{100 * scores['srl_pred_p']:.2f}", f"{100 * scores['srl_pred_r']:.2f}", f"{100 * scores['srl_pred_f']:.2f}"),
+    ]
+    msg.table(rows, header=("", "P", "R", "F1"), divider=True, aligns=("l", "r", "r", "r"))
+    msg.info(f"Sense accuracy {100 * scores['srl_sense_acc']:.2f}; sentence F1 {100 * scores['sents_f']:.2f}; {scores['words_per_second']:.0f} words/s")
+    msg.good(f"Wrote {output}, {prefix}.gold.props, {prefix}.pred.props")
+
+
+if __name__ == "__main__":
+    typer.run(main)
