@@ -1,1 +1,0 @@
-"""Workflow steps of albert-srl: small typer CLIs run by project.yml."""
