@@ -208,3 +208,15 @@ def test_evaluate_command(trf_nlp, mini_corpus, tmp_path):
     assert first[0] == "gave" and first[1] == "(V*)"
     bad = CliRunner().invoke(app, [str(tmp_path / "no-model"), str(mini_corpus / "train.spacy"), str(tmp_path / "x.json")])
     assert bad.exit_code == 1 and "Cannot load the pipeline" in bad.output
+
+
+@pytest.mark.parametrize("name", ["srl_trf.cfg", "srl_trf_gpu.cfg", "srl_cnn.cfg"])
+def test_configs_are_valid(name):
+    from spacy.util import registry
+
+    config = load_config(REPO / "configs" / name, interpolate=True)
+    filled = registry.fill(config, validate=True)  # architectures and readers resolve by name
+    assert filled["nlp"]["pipeline"][-2:] == ["senter", "srl"]
+    assert filled["components"]["srl"]["factory"] == "srl"
+    if "transformer" in filled["components"]:
+        assert filled["components"]["transformer"]["model"]["tokenizer_config"] == {"use_fast": False}
