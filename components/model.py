@@ -79,7 +79,7 @@ def build_srl_model(
 
 
 def forward(model: Model, docs: List[Doc], is_train: bool):
-    """Token vectors of all docs, concatenated; the pipe drives the head itself."""
+    """Token vectors per doc from the tok2vec; the pipe drives the PyTorch head itself."""
     tokvecs, backprop = model.get_ref("tok2vec")(docs, is_train)
     return tokvecs, backprop
 

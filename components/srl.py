@@ -96,6 +96,7 @@ class SemanticRoleLabeler(TrainablePipe):
 
     def _build_head(self) -> None:
         self._sense_index = {s: i for i, s in enumerate(self.senses)}
+        self._role_index = {r: i for i, r in enumerate(self.roles)}
         build_head(self.model, self.cfg["width"], len(PREDICATE_LABELS), len(self.senses), len(bio_labels(self.roles)))
 
     def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None) -> None:
@@ -134,6 +135,11 @@ class SemanticRoleLabeler(TrainablePipe):
             windows.append((max(starts[k], head - half), min(ends[k], head + half)))
         return windows
 
+    def _token_matrix(self, tokvecs, requires_grad: bool = False) -> torch.Tensor:
+        """All docs' token vectors as one (n_tokens, width) tensor."""
+        arrays = [self.model.ops.asarray2f(t) for t in tokvecs if len(t)]
+        return xp2torch(self.model.ops.xp.concatenate(arrays), requires_grad=requires_grad).float()
+
     # ------------------------------------------------------------------ prediction
     def predict(self, docs: Iterable[Doc], given_heads: Optional[List[List[int]]] = None):
         """Frames per doc: (heads, types, senses, arguments, scores). `given_heads` skips predicate finding."""
@@ -146,15 +152,14 @@ class SemanticRoleLabeler(TrainablePipe):
         lengths = [len(doc) for doc in docs]
         offsets = numpy.cumsum([0] + lengths)
         with torch.no_grad():
-            X = xp2torch(self.model.ops.xp.concatenate([self.model.ops.asarray2f(t) for t in tokvecs if len(t)]))
-            H = module.encode(X.float())
+            H = module.encode(self._token_matrix(tokvecs))
             pred_probs = torch.softmax(module.predicates(H).float(), dim=-1).cpu().numpy()
             heads, windows, doc_of = [], [], []
             for d, doc in enumerate(docs):
                 if given_heads is not None:
                     doc_heads = list(given_heads[d])
                 else:
-                    doc_heads = [i for i in range(len(doc)) if pred_probs[offsets[d] + i].argmax() != 0]
+                    doc_heads = numpy.flatnonzero(pred_probs[offsets[d] : offsets[d + 1]].argmax(axis=1) != 0).tolist()
                 heads.extend(offsets[d] + h for h in doc_heads)
                 windows.extend((offsets[d] + s, offsets[d] + e) for s, e in self._windows(doc, doc_heads))
                 doc_of.extend([d] * len(doc_heads))
@@ -211,8 +216,7 @@ class SemanticRoleLabeler(TrainablePipe):
     # ------------------------------------------------------------------ training
     def _targets(self, examples: Sequence[Example]):
         """Gold heads, types, senses, windows and BIO ids, in the predicted docs' token offsets."""
-        role_index = {r: i for i, r in enumerate(self.roles)}
-        sense_index = {s: i for i, s in enumerate(self.senses)}
+        role_index, sense_index = self._role_index, self._sense_index
         offset = 0
         pred_labels, heads, senses, windows, bios = [], [], [], [], []
         for eg in examples:
@@ -275,7 +279,7 @@ class SemanticRoleLabeler(TrainablePipe):
         for m in module.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.p = drop
-        X = xp2torch(self.model.ops.xp.concatenate([self.model.ops.asarray2f(t) for t in tokvecs]), requires_grad=True)
+        X = self._token_matrix(tokvecs, requires_grad=True)
         H = module.encode(X)
         loss, _ = self._loss(H, self._targets(examples))
         loss.backward()
@@ -301,8 +305,7 @@ class SemanticRoleLabeler(TrainablePipe):
         examples = [eg for eg in examples if len(eg.predicted)]
         tokvecs = self.model.predict([eg.predicted for eg in examples])
         with torch.no_grad():
-            X = xp2torch(self.model.ops.xp.concatenate([self.model.ops.asarray2f(t) for t in tokvecs]))
-            loss, _ = self._loss(head_module(self.model).encode(X), self._targets(examples))
+            loss, _ = self._loss(head_module(self.model).encode(self._token_matrix(tokvecs)), self._targets(examples))
         return float(loss), None
 
     def add_label(self, label: str) -> int:

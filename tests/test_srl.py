@@ -186,14 +186,13 @@ def test_albert_token_alignment(tiny_albert):
 def test_evaluate_command(trf_nlp, mini_corpus, tmp_path):
     import json
 
+    import typer
     from typer.testing import CliRunner
 
     from albert_srl.pipeline.evaluate import main
 
     nlp, _ = trf_nlp
     nlp.to_disk(tmp_path / "model")
-    import typer
-
     app = typer.Typer()
     app.command()(main)
     result = CliRunner().invoke(app, [str(tmp_path / "model"), str(mini_corpus / "train.spacy"), str(tmp_path / "metrics" / "dev.json")])
