@@ -126,14 +126,14 @@ class SemanticRoleLabeler(TrainablePipe):
         if sent_starts is None:
             has_sents = doc.has_annotation("SENT_START")
             sent_starts = [t.is_sent_start for t in doc] if has_sents else [i == 0 for i in range(len(doc))]
-        starts = [i for i, s in enumerate(sent_starts) if s or i == 0]
-        ends = starts[1:] + [len(doc)]
+        starts = numpy.asarray([i for i, s in enumerate(sent_starts) if s or i == 0], dtype=numpy.int64)
+        ends = numpy.append(starts[1:], len(doc))
         half = self.cfg["max_window"] // 2
-        windows = []
-        for head in heads:
-            k = int(numpy.searchsorted(starts, head, side="right")) - 1
-            windows.append((max(starts[k], head - half), min(ends[k], head + half)))
-        return windows
+        heads = numpy.asarray(heads, dtype=numpy.int64)
+        k = numpy.searchsorted(starts, heads, side="right") - 1
+        low = numpy.maximum(starts[k], heads - half) if len(heads) else heads
+        high = numpy.minimum(ends[k], heads + half) if len(heads) else heads
+        return list(zip(low.tolist(), high.tolist()))
 
     def _token_matrix(self, tokvecs, requires_grad: bool = False) -> torch.Tensor:
         """All docs' token vectors as one (n_tokens, width) tensor."""

@@ -1,68 +1,21 @@
 """The srl pipe, in the style of spaCy's test_spancat.py: overfitting, serialization,
 multiprocessing, empty and predicate-less docs, long docs, token alignment."""
-from pathlib import Path
 
 import pytest
 import spacy
-from spacy.tokens import Doc, DocBin
+from spacy.tokens import DocBin
 from spacy.training import Example
-from spacy.util import load_config, load_model_from_config
-from thinc.api import Adam
+from spacy.util import load_config
 
-from albert_srl.components.frames import frame_specs, get_frames
+from albert_srl.components.frames import get_frames
 from albert_srl.components.scoring import score_srl
-from conftest import REPO
-
-CNN_OVERRIDES = {
-    "components.tok2vec.model.encode.width": 64,
-    "components.tok2vec.model.encode.depth": 2,
-    "components.srl.model.hidden_width": 128,
-}
-TRF_OVERRIDES = {"components.srl.model.hidden_width": 128}
-
-
-def load_refs(corpus: Path):
-    vocab = spacy.blank("en").vocab
-    return [doc for split in ("train", "dev", "test") for doc in DocBin().from_disk(corpus / f"{split}.spacy").get_docs(vocab)]
-
-
-def gold_token_doc(nlp, ref: Doc, with_sents: bool = False) -> Doc:
-    sent_starts = [t.is_sent_start for t in ref] if with_sents else None
-    return Doc(nlp.vocab, words=[t.text for t in ref], spaces=[bool(t.whitespace_) for t in ref], sent_starts=sent_starts)
-
-
-def comparable(doc: Doc):
-    return [(f.head, f.sense, f.predicate_type, sorted(f.arguments)) for f in frame_specs(doc)]
-
-
-def make_nlp(config_name: str, overrides: dict, encoder: Path = None):
-    config = load_config(REPO / "configs" / config_name, overrides={**overrides, **({"paths.encoder": str(encoder)} if encoder else {})}, interpolate=True)
-    return load_model_from_config(config, auto_fill=True, validate=True)
-
-
-def train(nlp, refs, steps: int):
-    examples = [Example(gold_token_doc(nlp, ref), ref) for ref in refs]
-    nlp.initialize(lambda: examples)
-    optimizer = Adam(0.001)  # the configs warm up slowly; overfitting wants a flat rate
-    losses = {}
-    for _ in range(steps):
-        losses = {}
-        nlp.update(examples, sgd=optimizer, losses=losses, drop=0.0)
-    return losses
+from conftest import CNN_OVERRIDES, REPO, TRF_OVERRIDES, comparable, gold_token_doc, load_refs, make_nlp, train
 
 
 @pytest.fixture(scope="module")
 def cnn_nlp(mini_corpus):
     nlp = make_nlp("srl_cnn.cfg", CNN_OVERRIDES)
     losses = train(nlp, load_refs(mini_corpus), steps=200)
-    return nlp, losses
-
-
-@pytest.fixture(scope="module")
-def trf_nlp(mini_corpus, tiny_albert):
-    nlp = make_nlp("srl_trf.cfg", TRF_OVERRIDES, tiny_albert)
-    nlp.get_pipe("transformer")  # exists: the SRL pipe listens to it
-    losses = train(nlp, load_refs(mini_corpus), steps=300)
     return nlp, losses
 
 

@@ -1,0 +1,170 @@
+"""Annotate a Parquet document store with a trained SRL pipeline; write tidy Parquet tables.
+
+    python -m albert_srl.pipeline.annotate training/model-best docs/ annotations/
+
+OUTPUT gets `arguments/`, `predicates/`, `documents/` and `errors/`, each with one Parquet file per
+input part (same relative path), plus `_manifest.json`. A killed run resumes where it stopped.
+"""
+import shutil
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import typer
+from tqdm import tqdm
+from wasabi import msg
+
+from albert_srl.pipeline.annotation import TABLES, AnnotateInputError, AnnotateSettings, get_pipeline, output_schemas
+from albert_srl.pipeline.store import Manifest, Part, PartResult, annotate_part, discover_parts, lock_output, remove_stale_temporaries
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@app.command()
+def annotate(
+    model: str = typer.Argument(..., help="Trained pipeline: a folder (training/model-best) or an installed package name"),
+    input: Path = typer.Argument(..., help="A Parquet file, a folder of Parquet files, or a hive-partitioned dataset"),
+    output: Path = typer.Argument(..., help="Output folder (created; a folder from an interrupted run is resumed)"),
+    id_column: str = typer.Option("id", "--id-column", help="Column with the document id (any type)"),
+    text_column: str = typer.Option("text", "--text-column", help="Column with the document text"),
+    tokens_column: Optional[str] = typer.Option(None, "--tokens-column", help="Column of pre-tokenized input (list of strings), annotated without re-tokenizing; char offsets then refer to the tokens joined by single spaces"),
+    carry: List[str] = typer.Option([], "--carry", help="Input column to copy into the output tables (repeat, or separate with commas). Hive partition folders carry through by themselves: the output mirrors them"),
+    batch_size: int = typer.Option(32, "--batch-size", help="Documents per nlp.pipe batch"),
+    n_process: int = typer.Option(1, "--n-process", help="Worker processes for nlp.pipe (CPU)"),
+    gpu_id: int = typer.Option(-1, "--gpu-id", help="GPU to run on (-1: CPU)"),
+    max_chars: int = typer.Option(2_000_000, "--max-chars", help="Longer texts are reported as errors instead of annotated"),
+    read_rows: int = typer.Option(1024, "--read-rows", help="Rows read from Parquet at a time (bounds memory)"),
+    fail_on_errors: bool = typer.Option(True, "--fail-on-errors/--no-fail-on-errors", help="Exit with status 1 when any row or part could not be annotated"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUTPUT's earlier results instead of resuming"),
+) -> None:
+    """Annotate INPUT with MODEL into OUTPUT (tables: arguments, predicates, documents, errors)."""
+    settings = AnnotateSettings(
+        model=model, id_column=id_column, text_column=text_column, tokens_column=tokens_column,
+        carry=tuple(c.strip() for value in carry for c in value.split(",") if c.strip()),
+        batch_size=batch_size, n_process=n_process, gpu_id=gpu_id, max_chars=max_chars,
+    )  # fmt: skip
+    try:
+        run = prepare(settings, input, output, overwrite)
+    except AnnotateInputError as err:
+        msg.fail(str(err))
+        raise typer.Exit(2)
+    try:
+        results = run_local(run, settings, output, read_rows)
+    finally:
+        run["lock"].release()
+    failed = report(run["manifest"], results, output, time.perf_counter() - run["started"])
+    if failed and fail_on_errors:
+        raise typer.Exit(1)
+
+
+def prepare(settings: AnnotateSettings, input: Path, output: Path, overwrite: bool) -> Dict:
+    """Everything that can fail before any work: parts, their columns, the model, the lock."""
+    started = time.perf_counter()
+    parts = discover_parts(input)
+    unreadable: Dict[str, str] = {}
+    for part in parts:
+        try:
+            schema = pq.read_schema(part.path)
+        except Exception as err:  # reported as a failed part; the readable ones go on
+            unreadable[part.name] = f"{type(err).__name__}: {err}"
+            continue
+        try:
+            output_schemas(schema, settings)
+        except AnnotateInputError as err:
+            raise AnnotateInputError(f"{part.path}: {err} (see --id-column, --text-column, --tokens-column, --carry)") from None
+    if len(unreadable) == len(parts):
+        raise AnnotateInputError(f"No readable Parquet file in {input}: " + "; ".join(f"{k}: {v}" for k, v in list(unreadable.items())[:3]))
+    loaded = get_pipeline(settings.model, settings.gpu_id, settings.max_chars)
+    lock = lock_output(output)
+    try:
+        if overwrite:
+            for name in TABLES:
+                shutil.rmtree(output / name, ignore_errors=True)
+            (output / "_manifest.json").unlink(missing_ok=True)
+        manifest = Manifest(output)
+        manifest.check_compatible(settings.fingerprint(), loaded.provenance)
+        stale = remove_stale_temporaries(output)
+        todo = [p for p in parts if not manifest.done(p)]
+    except Exception:
+        lock.release()
+        raise
+    if stale:
+        msg.info(f"Removed {stale} unfinished file(s) of an interrupted run")
+    msg.info(f"{len(parts)} part(s) in {input}: {len(parts) - len(todo)} already done, {len(todo)} to annotate")
+    return {"parts": parts, "todo": todo, "manifest": manifest, "lock": lock, "started": started}
+
+
+def _rows(part: Part) -> int:
+    try:
+        return pq.ParquetFile(part.path).metadata.num_rows
+    except Exception:
+        return 0
+
+
+def run_local(run: Dict, settings: AnnotateSettings, output: Path, read_rows: int) -> List[PartResult]:
+    todo: List[Part] = run["todo"]
+    manifest: Manifest = run["manifest"]
+    results = []
+    started, words = time.perf_counter(), 0
+    with tqdm(total=sum(_rows(p) for p in todo), unit="doc", desc="annotate", smoothing=0.1) as bar:
+
+        def on_batch(rows: int, tokens: int) -> None:
+            nonlocal words
+            words += tokens
+            bar.update(rows)
+            bar.set_postfix_str(f"{words / max(time.perf_counter() - started, 1e-9):,.0f} words/s", refresh=False)
+
+        for part in todo:
+            result = annotate_part(part, settings, output, read_rows=read_rows, on_batch=on_batch)
+            manifest.record(result)
+            results.append(result)
+            if result.error:
+                tqdm.write(f"✘ {part.path}: {result.error}")
+    return results
+
+
+def report(manifest: Manifest, results: List[PartResult], output: Path, seconds: float) -> int:
+    """Print what this run did and what the output holds; the number of failed rows + parts."""
+    done = manifest.data["parts"].values()
+    failed_parts = manifest.data["failed_parts"]
+    new = [r for r in results if r.error is None]
+    words = sum(r.tokens for r in new)
+    docs = sum(r.rows for r in new)
+    busy = max(sum(r.seconds for r in results), 1e-9)  # annotating, without loading the model
+    msg.divider("Annotation summary")
+    rows = [
+        ("parts annotated now / done in total / failed", f"{len(new)} / {len(done)} / {len(failed_parts)}"),
+        ("rows (documents table)", f"{sum(r['rows'] for r in done):,}"),
+        ("  annotated / empty / not annotated", f"{sum(r['ok'] for r in done):,} / {sum(r['empty'] for r in done):,} / {sum(r['failed_rows'] for r in done):,}"),
+        ("tokens / predicates / arguments", f"{sum(r['tokens'] for r in done):,} / {sum(r['predicates'] for r in done):,} / {sum(r['arguments'] for r in done):,}"),
+        ("this run: seconds in all / annotating", f"{seconds:,.1f} / {busy:,.1f}"),
+        ("this run: docs/s, words/s (annotating)", f"{docs / busy:,.1f}, {words / busy:,.0f}"),
+    ]
+    msg.table(rows, aligns=("l", "r"))
+    duplicates = duplicate_ids_across_parts(output)
+    if duplicates:
+        msg.warn(f"{duplicates:,} id(s) occur in more than one part (each part's rows were annotated); find them with: "
+                 f"SELECT doc_id, list(part) FROM '{output}/documents/**/*.parquet' GROUP BY doc_id HAVING count(*) > 1")  # fmt: skip
+    for name, reason in failed_parts.items():
+        msg.fail(f"part {name} was not annotated: {reason} (run again to retry it)")
+    failed_rows = sum(r["failed_rows"] for r in done)
+    if failed_rows:
+        msg.warn(f"{failed_rows:,} row(s) not annotated; reasons in {output / 'errors'}")
+    msg.good(f"Output in {output}: " + ", ".join(f"{t}/" for t in TABLES))
+    return failed_rows + len(failed_parts)
+
+
+def duplicate_ids_across_parts(output: Path) -> int:
+    """How many ids occur in more than one finished part (within a part they are already errors)."""
+    if not (output / "documents").exists():
+        return 0
+    table = ds.dataset(output / "documents", format="parquet").to_table(columns=["doc_id", "part", "status"])
+    table = table.filter(ds.field("status") != "duplicate_id")
+    counts = table.group_by("doc_id").aggregate([("part", "count_distinct")])
+    return sum(1 for n in counts["part_count_distinct"].to_pylist() if n > 1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,335 @@
+"""The engine-agnostic core of bulk annotation: an Arrow table in, four tidy Arrow tables out.
+
+`annotate_table` is what the `annotate` command runs on every batch of every Parquet part, in this
+process or on a Dask worker; `get_pipeline` keeps one loaded pipeline per process, so a worker loads
+the model once, however many tasks it runs. Output tables (README, "Annotating Parquet stores"):
+
+- `arguments`: one row per argument, `predicates`: one row per predicate,
+- `documents`: one row per input row (with its status), `errors`: rows that were not annotated.
+"""
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+import numpy
+import pyarrow as pa
+import spacy
+from spacy.language import Language
+from spacy.tokens import Doc
+
+from albert_srl.components.frames import get_frames
+
+SCHEMA_VERSION = "1"
+TABLES = ("arguments", "predicates", "documents", "errors")
+METADATA_KEY = b"albert_srl"
+# Document statuses in the `documents` table.
+OK, EMPTY, ERROR, DUPLICATE = "ok", "empty", "error", "duplicate_id"
+
+
+class AnnotateInputError(ValueError):
+    """Input the whole run cannot go on with (a missing column, an unreadable model)."""
+
+
+@dataclass(frozen=True)
+class AnnotateSettings:
+    """Everything a worker needs to annotate a batch; small and picklable (the model is a path)."""
+
+    model: str
+    id_column: str = "id"
+    text_column: str = "text"
+    # Name of a list<string> column of pre-tokenized input; the text column is ignored then.
+    tokens_column: Optional[str] = None
+    carry: Tuple[str, ...] = ()
+    batch_size: int = 32
+    n_process: int = 1
+    gpu_id: int = -1
+    max_chars: int = 2_000_000
+
+    def input_columns(self) -> List[str]:
+        source = self.tokens_column or self.text_column
+        return list(dict.fromkeys([self.id_column, source, *self.carry]))
+
+    def fingerprint(self) -> Dict[str, Any]:
+        """The settings that shape the output (a resumed run must use the same ones)."""
+        keep = ("id_column", "text_column", "tokens_column", "carry", "max_chars")
+        return {k: v for k, v in asdict(self).items() if k in keep} | {"carry": list(self.carry)}
+
+
+@dataclass
+class LoadedPipeline:
+    nlp: Language
+    provenance: Dict[str, str] = field(default_factory=dict)
+
+
+_PIPELINES: Dict[Tuple[str, int, int], LoadedPipeline] = {}
+
+
+def get_pipeline(model: str, gpu_id: int = -1, max_chars: int = 2_000_000) -> LoadedPipeline:
+    """Load a pipeline once per process (a path, or an installed package name)."""
+    key = (str(model), gpu_id, max_chars)
+    if key not in _PIPELINES:
+        if gpu_id >= 0:
+            spacy.require_gpu(gpu_id)
+        try:
+            nlp = spacy.load(model)
+        except Exception as err:  # spaCy raises OSError, ValueError, KeyError, ... for bad models
+            raise AnnotateInputError(f"Cannot load the pipeline {model!r}: {type(err).__name__}: {err}") from err
+        if "srl" not in nlp.pipe_names:
+            raise AnnotateInputError(f"The pipeline {model!r} has no 'srl' component (it has: {', '.join(nlp.pipe_names) or 'none'})")
+        provenance = pipeline_provenance(nlp, model)
+        nlp.max_length = max_chars + 1
+        # The transformer's outputs are not needed once the frames are set; dropping them keeps
+        # memory flat and spares serialising them between worker processes.
+        nlp.add_pipe("doc_cleaner", name="annotate_cleaner", config={"attrs": {"tensor": None, "_.trf_data": None}})
+        _PIPELINES[key] = LoadedPipeline(nlp, provenance)
+    return _PIPELINES[key]
+
+
+def _version(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return ""
+
+
+def pipeline_provenance(nlp: Language, model: str) -> Dict[str, str]:
+    meta = nlp.meta
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": str(model),
+        "model_name": f"{meta.get('lang', '')}_{meta.get('name', '')}",
+        "model_version": str(meta.get("version", "")),
+        "config_sha256": hashlib.sha256(nlp.config.to_str().encode("utf8")).hexdigest(),
+        "albert_srl_version": _version("albert-srl"),
+        "spacy_version": spacy.__version__,
+        "spacy_transformers_version": _version("spacy-transformers"),
+        "transformers_version": _version("transformers"),
+        "torch_version": _version("torch"),
+    }
+
+
+def output_schemas(input_schema: pa.Schema, settings: AnnotateSettings, provenance: Optional[Dict[str, str]] = None) -> Dict[str, pa.Schema]:
+    """The four output schemas; `doc_id` and carried columns keep their input types."""
+    missing = [c for c in settings.input_columns() if c not in input_schema.names]
+    if missing:
+        raise AnnotateInputError(f"missing column(s) {', '.join(map(repr, missing))}; the input has: {', '.join(input_schema.names)}")
+    doc_id = pa.field("doc_id", input_schema.field(settings.id_column).type)
+    carried = [input_schema.field(c) for c in settings.carry]
+    i32, text = pa.int32(), pa.string()
+    predicate = [
+        doc_id, pa.field("sent_idx", i32), pa.field("pred_token_idx", i32),
+        pa.field("pred_start_char", i32), pa.field("pred_end_char", i32),
+        pa.field("pred_text", text), pa.field("pred_lemma", text), pa.field("pred_sense", text),
+    ]  # fmt: skip
+    schemas = {
+        "arguments": predicate + [
+            pa.field("role", text), pa.field("arg_start_token", i32), pa.field("arg_end_token", i32),
+            pa.field("arg_start_char", i32), pa.field("arg_end_char", i32), pa.field("arg_text", text),
+            pa.field("score", pa.float32()),
+        ] + carried,
+        "predicates": predicate + [
+            pa.field("pred_type", text), pa.field("pred_start_token", i32), pa.field("pred_end_token", i32),
+            pa.field("arguments", i32), pa.field("score", pa.float32()),
+        ] + carried,
+        "documents": [
+            doc_id, pa.field("part", text), pa.field("row", pa.int64()), pa.field("status", text),
+            pa.field("chars", i32), pa.field("tokens", i32), pa.field("sentences", i32),
+            pa.field("predicates", i32), pa.field("arguments", i32),
+        ] + carried,
+        "errors": [doc_id, pa.field("part", text), pa.field("row", pa.int64()), pa.field("reason", text)],
+    }  # fmt: skip
+    metadata = {METADATA_KEY: json.dumps(provenance or {}, sort_keys=True).encode("utf8")}
+    return {name: pa.schema(fields, metadata=metadata) for name, fields in schemas.items()}
+
+
+def _decoded(column: pa.ChunkedArray) -> Tuple[List[Any], List[Optional[str]]]:
+    """Python values of a string column, with a reason for each value that is not valid text."""
+    reasons: List[Optional[str]] = [None] * len(column)
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        try:
+            return column.to_pylist(), reasons
+        except UnicodeDecodeError:  # Parquet does not validate UTF-8; decode row by row below
+            column = column.cast(pa.large_binary())
+    elif not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+        return [None] * len(column), [f"the column has type {kind}, not string; cast it to string"] * len(column)
+    values: List[Any] = []
+    for i, raw in enumerate(column.to_pylist()):
+        try:
+            values.append(None if raw is None else raw.decode("utf8"))
+        except UnicodeDecodeError as err:
+            values.append(None)
+            reasons[i] = f"text is not valid UTF-8 at byte {err.start} ({err.reason}, e.g. a lone surrogate); re-encode it"
+    return values, reasons
+
+
+def _token_lists(column: pa.ChunkedArray) -> Tuple[List[Any], List[Optional[str]]]:
+    kind = column.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not pa.types.is_string(kind.value_type):
+        return [None] * len(column), [f"the tokens column has type {kind}, not list<string>"] * len(column)
+    try:
+        values = column.to_pylist()
+    except UnicodeDecodeError:
+        return [None] * len(column), ["tokens are not valid UTF-8; re-encode them"] * len(column)
+    reasons: List[Optional[str]] = [None] * len(values)
+    for i, tokens in enumerate(values):
+        if tokens is None:
+            continue
+        bad = next((j for j, t in enumerate(tokens) if not t), None)
+        if bad is not None:
+            reasons[i] = f"token {bad} is null or empty"
+    return values, reasons
+
+
+class _Rows:
+    """Column lists for one output table."""
+
+    def __init__(self, schema: pa.Schema):
+        self.schema = schema
+        self.columns: Dict[str, list] = {name: [] for name in schema.names}
+
+    def add(self, **values: Any) -> None:
+        for name, column in self.columns.items():
+            column.append(values.get(name))
+
+    def table(self) -> pa.Table:
+        return pa.table(self.columns, schema=self.schema)
+
+
+def annotate_table(
+    table: pa.Table,
+    settings: AnnotateSettings,
+    *,
+    part: str = "",
+    row_offset: int = 0,
+    seen_ids: Optional[Set[Any]] = None,
+    schemas: Optional[Dict[str, pa.Schema]] = None,
+) -> Dict[str, pa.Table]:
+    """Annotate the rows of `table` and return the four output tables.
+
+    `part` and `row_offset` say where the rows come from (for `documents` and `errors`); `seen_ids`
+    carries the ids of earlier batches of the same part, so a repeated id is caught across batches.
+    Rows that cannot be annotated become `errors` rows; this function only raises for a missing column.
+    """
+    loaded = get_pipeline(settings.model, settings.gpu_id, settings.max_chars)
+    schemas = schemas or output_schemas(table.schema, settings, loaded.provenance)
+    rows = {name: _Rows(schema) for name, schema in schemas.items()}
+    seen_ids = set() if seen_ids is None else seen_ids
+    ids = table[settings.id_column].to_pylist()
+    carried = {c: table[c].to_pylist() for c in settings.carry}
+    if settings.tokens_column:
+        inputs, reasons = _token_lists(table[settings.tokens_column])
+    else:
+        inputs, reasons = _decoded(table[settings.text_column])
+
+    todo: List[Tuple[Any, int]] = []
+    statuses: List[Optional[str]] = [None] * len(ids)
+    for i, doc_id in enumerate(ids):
+        reason, value = reasons[i], inputs[i]
+        if reason is None:
+            if doc_id is None:
+                reason = "the id is null"
+            elif value is None:
+                reason = "the text is null" if not settings.tokens_column else "the tokens are null"
+            elif settings.tokens_column is None and len(value) > settings.max_chars:
+                reason = f"the text has {len(value):,} characters, more than --max-chars {settings.max_chars:,}; split it or raise the limit"
+            elif doc_id in seen_ids:
+                statuses[i], reason = DUPLICATE, "duplicate id: an earlier row of this part has it; this row was not annotated"
+        if reason is not None:
+            statuses[i] = statuses[i] or ERROR
+            rows["errors"].add(doc_id=doc_id, part=part, row=row_offset + i, reason=reason)
+        else:
+            seen_ids.add(doc_id)
+            todo.append((value, i))
+
+    nlp = loaded.nlp
+    results: Dict[int, Dict[str, Any]] = {}
+    with nlp.memory_zone():
+        for i, doc_or_error in _pipe_isolating_failures(nlp, todo, settings):
+            if isinstance(doc_or_error, str):
+                statuses[i] = ERROR
+                rows["errors"].add(doc_id=ids[i], part=part, row=row_offset + i, reason=doc_or_error)
+            else:
+                extra = {c: values[i] for c, values in carried.items()}
+                results[i] = _add_frames(doc_or_error, ids[i], extra, rows)
+    for i, doc_id in enumerate(ids):
+        counts = results.get(i, {})
+        status = statuses[i] or (OK if counts.get("tokens") else EMPTY)
+        rows["documents"].add(doc_id=doc_id, part=part, row=row_offset + i, status=status, **counts, **{c: values[i] for c, values in carried.items()})
+    return {name: r.table() for name, r in rows.items()}
+
+
+def _make_doc(nlp: Language, value: Any) -> Any:
+    if isinstance(value, list):  # pre-tokenized: tokens joined by single spaces
+        return Doc(nlp.vocab, words=value, spaces=[True] * (len(value) - 1) + [False] if value else [])
+    return value
+
+
+def _pipe_isolating_failures(nlp: Language, todo: Sequence[Tuple[Any, int]], settings: AnnotateSettings) -> Iterable[Tuple[int, Any]]:
+    """(row index, Doc) in input order; a batch that fails is redone one doc at a time in this
+    process, so one bad document costs only its own row: (row index, reason) for it."""
+    done = 0
+    try:
+        items = ((_make_doc(nlp, value), i) for value, i in todo)
+        for doc, i in nlp.pipe(items, as_tuples=True, batch_size=settings.batch_size, n_process=settings.n_process):
+            done += 1
+            yield i, doc
+    except Exception:
+        for value, i in todo[done:]:
+            try:
+                yield i, nlp(_make_doc(nlp, value))
+            except Exception as err:
+                yield i, f"annotation failed: {type(err).__name__}: {err}"
+
+
+def _sentence_index(doc: Doc) -> numpy.ndarray:
+    if len(doc) and doc.has_annotation("SENT_START"):
+        starts = numpy.asarray([t.is_sent_start is True for t in doc], dtype=numpy.int32)
+        starts[0] = 1
+        return numpy.cumsum(starts) - 1
+    return numpy.zeros(len(doc), dtype=numpy.int32)
+
+
+def _add_frames(doc: Doc, doc_id: Any, carried: Dict[str, Any], rows: Dict[str, _Rows]) -> Dict[str, int]:
+    sent_of = _sentence_index(doc)
+    frames = get_frames(doc)
+    n_arguments = 0
+    for frame in frames:
+        pred = frame.predicate
+        sense = frame.sense
+        lemma = sense.rsplit(".", 1)[0] if "." in sense else (doc[frame.head].lemma_ or doc[frame.head].lower_)
+        common = dict(
+            doc_id=doc_id, sent_idx=int(sent_of[frame.head]), pred_token_idx=frame.head,
+            pred_start_char=pred.start_char, pred_end_char=pred.end_char,
+            pred_text=pred.text, pred_lemma=lemma, pred_sense=sense, **carried,
+        )  # fmt: skip
+        rows["predicates"].add(
+            **common, pred_type=frame.predicate_type, pred_start_token=pred.start, pred_end_token=pred.end,
+            arguments=len(frame.arguments), score=frame.score,
+        )  # fmt: skip
+        for arg in frame.arguments:
+            span = arg.span
+            rows["arguments"].add(
+                **common, role=arg.role, arg_start_token=span.start, arg_end_token=span.end,
+                arg_start_char=span.start_char, arg_end_char=span.end_char, arg_text=span.text, score=arg.score,
+            )  # fmt: skip
+        n_arguments += len(frame.arguments)
+    return {
+        "chars": len(doc.text),
+        "tokens": len(doc),
+        "sentences": int(sent_of[-1]) + 1 if len(doc) else 0,
+        "predicates": len(frames),
+        "arguments": n_arguments,
+    }
+
+
+def read_provenance(schema: pa.Schema) -> Dict[str, str]:
+    """The provenance a Parquet output file carries in its key-value metadata."""
+    return json.loads((schema.metadata or {}).get(METADATA_KEY, b"{}"))
+
+
+def model_label(model: str) -> str:
+    return Path(model).name if Path(model).exists() else model
