@@ -67,7 +67,9 @@ def make_srl_scorer():
 class SemanticRoleLabeler(TrainablePipe):
     """Predicates (verbal, nominal, adjectival), senses and arguments, from one encoding per doc."""
 
-    predicate_chunk = 256
+    # predicates scored at once: the argument scorer holds several (chunk, window, hidden) tensors,
+    # so this bounds peak memory (256 cost ~+400 MB on long documents)
+    predicate_chunk = 64
 
     def __init__(self, vocab: Vocab, model: Model, name: str = "srl", *, max_window: int = 128, head_learn_rate: float = 0.002, scorer: Optional[Callable] = score_srl):
         self.vocab = vocab

@@ -7,6 +7,8 @@ input part (same relative path), plus `_manifest.json`. A killed run resumes whe
 """
 import shutil
 import time
+import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -32,29 +34,45 @@ def annotate(
     tokens_column: Optional[str] = typer.Option(None, "--tokens-column", help="Column of pre-tokenized input (list of strings), annotated without re-tokenizing; char offsets then refer to the tokens joined by single spaces"),
     carry: List[str] = typer.Option([], "--carry", help="Input column to copy into the output tables (repeat, or separate with commas). Hive partition folders carry through by themselves: the output mirrors them"),
     batch_size: int = typer.Option(32, "--batch-size", help="Documents per nlp.pipe batch"),
+    batch_chars: int = typer.Option(8_000, "--batch-chars", help="Characters per batch at most (a longer document goes alone); bounds memory"),
     n_process: int = typer.Option(1, "--n-process", help="Worker processes for nlp.pipe (CPU)"),
     gpu_id: int = typer.Option(-1, "--gpu-id", help="GPU to run on (-1: CPU)"),
     max_chars: int = typer.Option(2_000_000, "--max-chars", help="Longer texts are reported as errors instead of annotated"),
     read_rows: int = typer.Option(1024, "--read-rows", help="Rows read from Parquet at a time (bounds memory)"),
     fail_on_errors: bool = typer.Option(True, "--fail-on-errors/--no-fail-on-errors", help="Exit with status 1 when any row or part could not be annotated"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUTPUT's earlier results instead of resuming"),
+    engine: str = typer.Option("local", "--engine", help="local: this process (and --n-process workers); dask: one task per part on a Dask cluster"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786) of an existing cluster; without it a local cluster is started"),
+    workers: int = typer.Option(2, "--workers", help="Worker processes of the local Dask cluster (one thread each)"),
 ) -> None:
     """Annotate INPUT with MODEL into OUTPUT (tables: arguments, predicates, documents, errors)."""
     settings = AnnotateSettings(
         model=model, id_column=id_column, text_column=text_column, tokens_column=tokens_column,
         carry=tuple(c.strip() for value in carry for c in value.split(",") if c.strip()),
-        batch_size=batch_size, n_process=n_process, gpu_id=gpu_id, max_chars=max_chars,
+        batch_size=batch_size, batch_chars=batch_chars, n_process=n_process, gpu_id=gpu_id, max_chars=max_chars,
     )  # fmt: skip
+    if engine not in ("local", "dask"):
+        msg.fail(f"--engine must be local or dask, not {engine!r}")
+        raise typer.Exit(2)
     try:
         run = prepare(settings, input, output, overwrite)
     except AnnotateInputError as err:
         msg.fail(str(err))
         raise typer.Exit(2)
+    busy = time.perf_counter()
     try:
-        results = run_local(run, settings, output, read_rows)
+        if engine == "dask":
+            results = run_dask(run, settings, output.resolve(), read_rows, scheduler or None, workers)
+        else:
+            results = run_local(run, settings, output, read_rows)
+    except AnnotateInputError as err:
+        msg.fail(str(err))
+        raise typer.Exit(2)
     finally:
+        remove_stale_temporaries(output)  # a lost Dask worker's unfinished files
         run["lock"].release()
-    failed = report(run["manifest"], results, output, time.perf_counter() - run["started"])
+    busy = time.perf_counter() - busy
+    failed = report(run["manifest"], results, output, time.perf_counter() - run["started"], busy)
     if failed and fail_on_errors:
         raise typer.Exit(1)
 
@@ -125,14 +143,66 @@ def run_local(run: Dict, settings: AnnotateSettings, output: Path, read_rows: in
     return results
 
 
-def report(manifest: Manifest, results: List[PartResult], output: Path, seconds: float) -> int:
+def run_dask(run: Dict, settings: AnnotateSettings, output: Path, read_rows: int, scheduler: Optional[str], workers: int) -> List[PartResult]:
+    """One task per part on a Dask cluster. Workers load the model once each (the settings carry
+    its path, never the model); this process records finished parts in the manifest as they come.
+    A task whose worker dies is rerun elsewhere by Dask; its unfinished files never get final names."""
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise AnnotateInputError("--engine dask needs dask and distributed: pip install 'albert-srl[dask]'") from None
+    todo: List[Part] = run["todo"]
+    manifest: Manifest = run["manifest"]
+    # a worker runs one pipe in its own process; parts are the unit of parallelism. Workers may
+    # have another working directory: they get absolute paths.
+    model_path = Path(settings.model)
+    settings = replace(settings, n_process=1, model=str(model_path.resolve()) if model_path.exists() else settings.model)
+    todo = [replace(part, path=str(Path(part.path).resolve())) for part in todo]
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    results = []
+    try:
+        msg.info(f"Dask: {len(client.scheduler_info()['workers'])} worker(s) at {client.scheduler.address}")
+        resources = {"GPU": 1} if settings.gpu_id >= 0 else None
+        futures = {
+            client.submit(annotate_part, part, settings, output, read_rows, key=f"annotate-{uuid.uuid4().hex[:8]}-{part.name}", pure=False, resources=resources): part
+            for part in todo
+        }  # fmt: skip
+        started = time.perf_counter()
+        with tqdm(total=sum(_rows(p) for p in todo), unit="doc", desc="annotate (dask)") as bar:
+            words = 0
+            for future in as_completed(futures):
+                part = futures[future]
+                try:
+                    result = future.result()
+                except Exception as err:  # KilledWorker after Dask's retries, a lost cluster
+                    result = PartResult(part.name, error=f"{type(err).__name__}: {err}", fingerprint=part.fingerprint())
+                manifest.record(result)
+                results.append(result)
+                words += result.tokens
+                bar.update(result.rows)
+                bar.set_postfix_str(f"{words / max(time.perf_counter() - started, 1e-9):,.0f} words/s", refresh=False)
+                if result.error:
+                    tqdm.write(f"✘ {part.path}: {result.error}")
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return results
+
+
+def report(manifest: Manifest, results: List[PartResult], output: Path, seconds: float, busy: float) -> int:
     """Print what this run did and what the output holds; the number of failed rows + parts."""
     done = manifest.data["parts"].values()
     failed_parts = manifest.data["failed_parts"]
     new = [r for r in results if r.error is None]
     words = sum(r.tokens for r in new)
     docs = sum(r.rows for r in new)
-    busy = max(sum(r.seconds for r in results), 1e-9)  # annotating, without loading the model
+    busy = max(busy, 1e-9)  # annotating, after the model was loaded here
     msg.divider("Annotation summary")
     rows = [
         ("parts annotated now / done in total / failed", f"{len(new)} / {len(done)} / {len(failed_parts)}"),
@@ -140,8 +210,9 @@ def report(manifest: Manifest, results: List[PartResult], output: Path, seconds:
         ("  annotated / empty / not annotated", f"{sum(r['ok'] for r in done):,} / {sum(r['empty'] for r in done):,} / {sum(r['failed_rows'] for r in done):,}"),
         ("tokens / predicates / arguments", f"{sum(r['tokens'] for r in done):,} / {sum(r['predicates'] for r in done):,} / {sum(r['arguments'] for r in done):,}"),
         ("this run: seconds in all / annotating", f"{seconds:,.1f} / {busy:,.1f}"),
-        ("this run: docs/s, words/s (annotating)", f"{docs / busy:,.1f}, {words / busy:,.0f}"),
     ]
+    if new:
+        rows.append(("this run: docs/s, words/s (annotating)", f"{docs / busy:,.1f}, {words / busy:,.0f}"))
     msg.table(rows, aligns=("l", "r"))
     duplicates = duplicate_ids_across_parts(output)
     if duplicates:

@@ -219,3 +219,13 @@ def test_non_parquet_files_are_failed_parts(tiny_pipeline, tmp_path, bad):
     assert result.exit_code == 1 and f"part {bad} was not annotated" in result.said
     assert "2 part(s)" in result.said
     assert read(tmp_path / "out", "documents")["doc_id"].tolist() == [1]
+
+
+def test_batches_bound_docs_and_characters():
+    from albert_srl.pipeline.annotation import _batches
+
+    settings = AnnotateSettings(model="unused", batch_size=3, batch_chars=10)
+    todo = [("aaaa", 0), ("bbbb", 1), ("ccc", 2), ("d" * 25, 3), ("e", 4), ("f", 5), ("g", 6), ("h", 7)]
+    batches = [[i for _, i in batch] for batch in _batches(todo, settings)]
+    assert batches == [[0, 1], [2], [3], [4, 5, 6], [7]]
+    assert [i for _, i in todo] == [i for batch in batches for i in batch]

@@ -1,0 +1,156 @@
+"""Benchmarks (timings live here, never in tests). Each measurement runs in its own process, so peak
+RSS is that measurement's own.
+
+    python -m albert_srl.pipeline.benchmark annotate training/model-best corpus/ewt/dev.spacy metrics/benchmark-annotate.json
+"""
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+from typing import Dict, List
+
+import pyarrow.dataset as ds
+import typer
+from wasabi import msg
+
+from albert_srl.pipeline.sample_store import write_sample_store
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def run_measured(command: List[str]) -> Dict:
+    """Run a child process; its wall time and peak RSS (MB)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{output[-3000:]}")
+    return {"wall_s": time.perf_counter() - started, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> Dict:
+    import torch
+
+    return {"date": date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
+@app.command("pipe", hidden=True)
+def pipe_child(model: str, store: Path, result: Path, batch_size: int = 32) -> None:
+    """(internal) In-memory nlp.pipe over the store's texts: the baseline the Parquet path is held to."""
+    import spacy
+
+    texts = ds.dataset(store, format="parquet", partitioning="hive").to_table(columns=["text"])["text"].to_pylist()
+    nlp = spacy.load(model)
+    nlp.max_length = 2_000_001
+    started = time.perf_counter()
+    words = sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size))
+    seconds = time.perf_counter() - started
+    result.write_text(json.dumps({"docs": len(texts), "words": words, "seconds": seconds, "words_per_s": words / seconds}))
+
+
+@app.command("annotate")
+def annotate_benchmark(
+    model: str = typer.Argument(..., help="Trained pipeline folder"),
+    corpus: Path = typer.Argument(..., help="A .spacy corpus whose texts make the store (e.g. corpus/ewt/dev.spacy)"),
+    output: Path = typer.Argument(..., help="JSON file to write"),
+    scale: int = typer.Option(10, "--scale", help="The larger store repeats the corpus this many times (peak RSS comparison)"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+) -> None:
+    """The Parquet path against in-memory nlp.pipe (words/s), and peak RSS of a store SCALE times larger."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        small, large = tmp / "store-1x", tmp / f"store-{scale}x"
+        write_sample_store(corpus, small, parts_per_genre=2)
+        write_sample_store(corpus, large, parts_per_genre=2, repeat=scale)
+        python = sys.executable
+        msg.info("in-memory nlp.pipe")
+        pipe = run_measured([python, "-m", "albert_srl.pipeline.benchmark", "pipe", model, str(small), str(tmp / "pipe.json"), "--batch-size", str(batch_size)])
+        pipe.update(json.loads((tmp / "pipe.json").read_text()))
+        runs = {}
+        for name, store in (("1x", small), (f"{scale}x", large)):
+            msg.info(f"annotate, {name} store")
+            out = tmp / f"out-{name}"
+            runs[name] = run_measured([python, "-m", "albert_srl.pipeline.annotate", model, str(store), str(out), "--batch-size", str(batch_size), "--no-fail-on-errors"])
+            parts = json.loads((out / "_manifest.json").read_text())["parts"].values()
+            seconds = sum(p["seconds"] for p in parts)
+            runs[name].update(docs=sum(p["rows"] for p in parts), words=sum(p["tokens"] for p in parts), seconds=seconds, words_per_s=sum(p["tokens"] for p in parts) / seconds)
+    result = {
+        "machine": machine(),
+        "model": model,
+        "corpus": str(corpus),
+        "nlp_pipe": pipe,
+        "annotate": runs,
+        "parquet_vs_pipe_words_per_s": runs["1x"]["words_per_s"] / pipe["words_per_s"],
+        f"peak_rss_{scale}x_vs_1x": runs[f"{scale}x"]["peak_rss_mb"] / runs["1x"]["peak_rss_mb"],
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2))
+    msg.table(
+        [
+            ("nlp.pipe (in memory)", f"{pipe['words']:,}", f"{pipe['words_per_s']:,.0f}", f"{pipe['peak_rss_mb']:,.0f}"),
+            ("annotate, 1x store", f"{runs['1x']['words']:,}", f"{runs['1x']['words_per_s']:,.0f}", f"{runs['1x']['peak_rss_mb']:,.0f}"),
+            (f"annotate, {scale}x store", f"{runs[f'{scale}x']['words']:,}", f"{runs[f'{scale}x']['words_per_s']:,.0f}", f"{runs[f'{scale}x']['peak_rss_mb']:,.0f}"),
+        ],
+        header=("run", "words", "words/s", "peak RSS MB"),
+        aligns=("l", "r", "r", "r"),
+    )
+    msg.good(f"Parquet path / nlp.pipe words/s: {result['parquet_vs_pipe_words_per_s']:.3f}; peak RSS {scale}x / 1x: {result[f'peak_rss_{scale}x_vs_1x']:.3f} -> {output}")
+
+
+@app.command("dask")
+def dask_benchmark(
+    model: str = typer.Argument(..., help="Trained pipeline folder"),
+    corpus: Path = typer.Argument(..., help="A .spacy corpus whose texts make the store (e.g. corpus/ewt/dev.spacy)"),
+    output: Path = typer.Argument(..., help="JSON file to write"),
+    workers: int = typer.Option(2, "--workers", help="Workers of the local Dask cluster"),
+    parts_per_genre: int = typer.Option(2, "--parts-per-genre", help="Parts per genre folder (tasks for Dask)"),
+    scale: int = typer.Option(10, "--scale", help="The store repeats the corpus this many times"),
+) -> None:
+    """One process (torch on all cores) against a local Dask cluster of WORKERS one-thread workers,
+    same store; wall time of the whole command (start-up and model loading included)."""
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        store = tmp / "store"
+        write_sample_store(corpus, store, parts_per_genre=parts_per_genre, repeat=scale)
+        commands = {
+            "one process": [],
+            f"dask, {workers} workers": ["--engine", "dask", "--workers", str(workers)],
+        }
+        for name, extra in commands.items():
+            msg.info(name)
+            out = tmp / name.replace(" ", "_").replace(",", "")
+            runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.annotate", model, str(store), str(out), "--no-fail-on-errors", *extra])
+            parts = json.loads((out / "_manifest.json").read_text())["parts"].values()
+            runs[name].update(parts=len(parts), docs=sum(p["rows"] for p in parts), words=sum(p["tokens"] for p in parts))
+            runs[name]["words_per_s_wall"] = runs[name]["words"] / runs[name]["wall_s"]
+    one, many = runs["one process"], runs[f"dask, {workers} workers"]
+    result = {"machine": machine(), "model": model, "corpus": str(corpus), "scale": scale, "runs": runs, "dask_speedup_wall": one["wall_s"] / many["wall_s"]}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2))
+    msg.table(
+        [(name, r["parts"], f"{r['words']:,}", f"{r['wall_s']:,.1f}", f"{r['words_per_s_wall']:,.0f}") for name, r in runs.items()],
+        header=("run", "parts", "words", "wall s", "words/s (wall)"),
+        aligns=("l", "r", "r", "r", "r"),
+    )
+    msg.good(f"Dask {workers} workers vs one process: {result['dask_speedup_wall']:.2f}x -> {output}")
+
+
+if __name__ == "__main__":
+    app()
