@@ -19,7 +19,7 @@ from tqdm import tqdm
 from wasabi import msg
 
 from albert_srl.pipeline.annotation import TABLES, AnnotateInputError, AnnotateSettings, get_pipeline, output_schemas
-from albert_srl.pipeline.store import Manifest, Part, PartResult, annotate_part, discover_parts, lock_output, remove_stale_temporaries
+from albert_srl.pipeline.store import Manifest, Part, PartResult, annotate_part, discover_parts, lock_output, publish_part, remove_stale_temporaries, unpublish
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -68,8 +68,12 @@ def annotate(
     except AnnotateInputError as err:
         msg.fail(str(err))
         raise typer.Exit(2)
+    except KeyboardInterrupt:
+        done = len(run["manifest"].data["parts"])
+        msg.warn(f"Interrupted with {done} of {len(run['parts'])} part(s) finished; run the same command again to resume")
+        raise typer.Exit(130)
     finally:
-        remove_stale_temporaries(output)  # a lost Dask worker's unfinished files
+        remove_stale_temporaries(output)  # unfinished files of this run or of a lost Dask worker
         run["lock"].release()
     busy = time.perf_counter() - busy
     failed = report(run["manifest"], results, output, time.perf_counter() - run["started"], busy)
@@ -82,6 +86,7 @@ def prepare(settings: AnnotateSettings, input: Path, output: Path, overwrite: bo
     started = time.perf_counter()
     parts = discover_parts(input)
     unreadable: Dict[str, str] = {}
+    first: Optional[tuple] = None
     for part in parts:
         try:
             schema = pq.read_schema(part.path)
@@ -92,6 +97,12 @@ def prepare(settings: AnnotateSettings, input: Path, output: Path, overwrite: bo
             output_schemas(schema, settings)
         except AnnotateInputError as err:
             raise AnnotateInputError(f"{part.path}: {err} (see --id-column, --text-column, --tokens-column, --carry)") from None
+        # the output tables of all parts must share a schema, so ids and carried columns must too
+        types = [(c, str(schema.field(c).type)) for c in (settings.id_column, *settings.carry)]
+        if first is None:
+            first = (part.path, types)
+        elif types != first[1]:
+            raise AnnotateInputError(f"{part.path} has column types {types}, {first[0]} has {first[1]}; make them agree (cast) before annotating")
     if len(unreadable) == len(parts):
         raise AnnotateInputError(f"No readable Parquet file in {input}: " + "; ".join(f"{k}: {v}" for k, v in list(unreadable.items())[:3]))
     loaded = get_pipeline(settings.model, settings.gpu_id, settings.max_chars)
@@ -104,7 +115,10 @@ def prepare(settings: AnnotateSettings, input: Path, output: Path, overwrite: bo
         manifest = Manifest(output)
         manifest.check_compatible(settings.fingerprint(), loaded.provenance)
         stale = remove_stale_temporaries(output)
+        manifest.forget_missing(parts)
         todo = [p for p in parts if not manifest.done(p)]
+        for part in todo:  # final files of a part that was never recorded are not results
+            unpublish(part, output)
     except Exception:
         lock.release()
         raise
@@ -135,7 +149,7 @@ def run_local(run: Dict, settings: AnnotateSettings, output: Path, read_rows: in
             bar.set_postfix_str(f"{words / max(time.perf_counter() - started, 1e-9):,.0f} words/s", refresh=False)
 
         for part in todo:
-            result = annotate_part(part, settings, output, read_rows=read_rows, on_batch=on_batch)
+            result = publish_part(part, annotate_part(part, settings, output, read_rows=read_rows, on_batch=on_batch), output)
             manifest.record(result)
             results.append(result)
             if result.error:
@@ -158,16 +172,23 @@ def run_dask(run: Dict, settings: AnnotateSettings, output: Path, read_rows: int
     model_path = Path(settings.model)
     settings = replace(settings, n_process=1, model=str(model_path.resolve()) if model_path.exists() else settings.model)
     todo = [replace(part, path=str(Path(part.path).resolve())) for part in todo]
+    resources = {"GPU": 1} if settings.gpu_id >= 0 else None
     cluster = None
-    if scheduler:
-        client = Client(scheduler)
-    else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
-    results = []
     try:
-        msg.info(f"Dask: {len(client.scheduler_info()['workers'])} worker(s) at {client.scheduler.address}")
-        resources = {"GPU": 1} if settings.gpu_id >= 0 else None
+        if scheduler:
+            client = Client(scheduler, timeout="30s")
+        else:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, resources=resources)
+            client = Client(cluster)
+    except (OSError, TimeoutError) as err:
+        raise AnnotateInputError(f"Cannot reach the Dask scheduler {scheduler}: {err}") from None
+    results = []
+    futures: Dict = {}
+    try:
+        info = client.scheduler_info()["workers"]
+        msg.info(f"Dask: {len(info)} worker(s) at {client.scheduler.address}")
+        if resources and not any(w.get("resources", {}).get("GPU") for w in info.values()):
+            raise AnnotateInputError("--gpu-id was given but no Dask worker declares a GPU resource (start workers with --resources GPU=1)")
         futures = {
             client.submit(annotate_part, part, settings, output, read_rows, key=f"annotate-{uuid.uuid4().hex[:8]}-{part.name}", pure=False, resources=resources): part
             for part in todo
@@ -181,6 +202,8 @@ def run_dask(run: Dict, settings: AnnotateSettings, output: Path, read_rows: int
                     result = future.result()
                 except Exception as err:  # KilledWorker after Dask's retries, a lost cluster
                     result = PartResult(part.name, error=f"{type(err).__name__}: {err}", fingerprint=part.fingerprint())
+                # workers only write temporary files; publishing happens here, under the lock
+                result = publish_part(part, result, output)
                 manifest.record(result)
                 results.append(result)
                 words += result.tokens
@@ -189,6 +212,7 @@ def run_dask(run: Dict, settings: AnnotateSettings, output: Path, read_rows: int
                 if result.error:
                     tqdm.write(f"✘ {part.path}: {result.error}")
     finally:
+        client.cancel(list(futures))  # tasks still running never publish; their temporaries are removed
         client.close()
         if cluster is not None:
             cluster.close()
@@ -214,7 +238,11 @@ def report(manifest: Manifest, results: List[PartResult], output: Path, seconds:
     if new:
         rows.append(("this run: docs/s, words/s (annotating)", f"{docs / busy:,.1f}, {words / busy:,.0f}"))
     msg.table(rows, aligns=("l", "r"))
-    duplicates = duplicate_ids_across_parts(output)
+    try:
+        duplicates = duplicate_ids_across_parts(output)
+    except Exception as err:  # a summary statistic must not fail a finished run
+        msg.warn(f"Could not count ids repeated across parts: {type(err).__name__}: {err}")
+        duplicates = 0
     if duplicates:
         msg.warn(f"{duplicates:,} id(s) occur in more than one part (each part's rows were annotated); find them with: "
                  f"SELECT doc_id, list(part) FROM '{output}/documents/**/*.parquet' GROUP BY doc_id HAVING count(*) > 1")  # fmt: skip

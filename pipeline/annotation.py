@@ -12,6 +12,7 @@ import ctypes.util
 import hashlib
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -30,6 +31,12 @@ TABLES = ("arguments", "predicates", "documents", "errors")
 METADATA_KEY = b"albert_srl"
 # Document statuses in the `documents` table.
 OK, EMPTY, ERROR, DUPLICATE = "ok", "empty", "error", "duplicate_id"
+RESERVED_COLUMNS = {
+    "doc_id", "sent_idx", "pred_token_idx", "pred_start_char", "pred_end_char", "pred_text", "pred_lemma", "pred_sense",
+    "role", "arg_start_token", "arg_end_token", "arg_start_char", "arg_end_char", "arg_text", "score", "pred_type",
+    "pred_start_token", "pred_end_token", "arguments", "part", "row", "status", "chars", "tokens", "sentences",
+    "predicates", "reason",
+}  # fmt: skip
 
 
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if os.name == "posix" else None
@@ -80,27 +87,34 @@ class LoadedPipeline:
 
 
 _PIPELINES: Dict[Tuple[str, int, int], LoadedPipeline] = {}
+# Dask workers may run tasks in several threads; one nlp (and its memory zones) serves one at a time.
+_PIPELINE_LOCK = threading.RLock()
 
 
 def get_pipeline(model: str, gpu_id: int = -1, max_chars: int = 2_000_000) -> LoadedPipeline:
     """Load a pipeline once per process (a path, or an installed package name)."""
     key = (str(model), gpu_id, max_chars)
-    if key not in _PIPELINES:
+    with _PIPELINE_LOCK:
+        if key not in _PIPELINES:
+            _PIPELINES[key] = _load_pipeline(model, gpu_id, max_chars)
+    return _PIPELINES[key]
+
+
+def _load_pipeline(model: str, gpu_id: int, max_chars: int) -> LoadedPipeline:
+    try:
         if gpu_id >= 0:
             spacy.require_gpu(gpu_id)
-        try:
-            nlp = spacy.load(model)
-        except Exception as err:  # spaCy raises OSError, ValueError, KeyError, ... for bad models
-            raise AnnotateInputError(f"Cannot load the pipeline {model!r}: {type(err).__name__}: {err}") from err
-        if "srl" not in nlp.pipe_names:
-            raise AnnotateInputError(f"The pipeline {model!r} has no 'srl' component (it has: {', '.join(nlp.pipe_names) or 'none'})")
-        provenance = pipeline_provenance(nlp, model)
-        nlp.max_length = max_chars + 1
-        # The transformer's outputs are not needed once the frames are set; dropping them keeps
-        # memory flat and spares serialising them between worker processes.
-        nlp.add_pipe("doc_cleaner", name="annotate_cleaner", config={"attrs": {"tensor": None, "_.trf_data": None}})
-        _PIPELINES[key] = LoadedPipeline(nlp, provenance)
-    return _PIPELINES[key]
+        nlp = spacy.load(model)
+    except Exception as err:  # spaCy raises OSError, ValueError, KeyError, ... for bad models
+        raise AnnotateInputError(f"Cannot load the pipeline {model!r}: {type(err).__name__}: {err}") from err
+    if "srl" not in nlp.pipe_names:
+        raise AnnotateInputError(f"The pipeline {model!r} has no 'srl' component (it has: {', '.join(nlp.pipe_names) or 'none'})")
+    provenance = pipeline_provenance(nlp, model)
+    nlp.max_length = max_chars + 1
+    # The transformer's outputs are not needed once the frames are set; dropping them keeps
+    # memory flat and spares serialising them between worker processes.
+    nlp.add_pipe("doc_cleaner", name="annotate_cleaner", config={"attrs": {"tensor": None, "_.trf_data": None}})
+    return LoadedPipeline(nlp, provenance)
 
 
 def _version(package: str) -> str:
@@ -108,6 +122,19 @@ def _version(package: str) -> str:
         return version(package)
     except PackageNotFoundError:
         return ""
+
+
+def _files_sha256(folder: Optional[Path]) -> str:
+    """One hash of every file of a pipeline folder: a retrained model with the same config differs."""
+    if folder is None or not Path(folder).is_dir():
+        return ""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode("utf8"))
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def pipeline_provenance(nlp: Language, model: str) -> Dict[str, str]:
@@ -118,6 +145,7 @@ def pipeline_provenance(nlp: Language, model: str) -> Dict[str, str]:
         "model_name": f"{meta.get('lang', '')}_{meta.get('name', '')}",
         "model_version": str(meta.get("version", "")),
         "config_sha256": hashlib.sha256(nlp.config.to_str().encode("utf8")).hexdigest(),
+        "weights_sha256": _files_sha256(nlp.path),
         "albert_srl_version": _version("albert-srl"),
         "spacy_version": spacy.__version__,
         "spacy_transformers_version": _version("spacy-transformers"),
@@ -128,6 +156,9 @@ def pipeline_provenance(nlp: Language, model: str) -> Dict[str, str]:
 
 def output_schemas(input_schema: pa.Schema, settings: AnnotateSettings, provenance: Optional[Dict[str, str]] = None) -> Dict[str, pa.Schema]:
     """The four output schemas; `doc_id` and carried columns keep their input types."""
+    clashes = [c for c in settings.carry if c in RESERVED_COLUMNS]
+    if clashes:
+        raise AnnotateInputError(f"--carry {', '.join(clashes)}: output tables already have such columns; rename them in the input")
     missing = [c for c in settings.input_columns() if c not in input_schema.names]
     if missing:
         raise AnnotateInputError(f"missing column(s) {', '.join(map(repr, missing))}; the input has: {', '.join(input_schema.names)}")
@@ -160,10 +191,23 @@ def output_schemas(input_schema: pa.Schema, settings: AnnotateSettings, provenan
     return {name: pa.schema(fields, metadata=metadata) for name, fields in schemas.items()}
 
 
+def _values(column: pa.ChunkedArray) -> List[Any]:
+    """Python values of an id or carried column; invalid UTF-8 is kept visible as \\x escapes."""
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        raw = column.cast(pa.large_binary()).to_pylist()
+        return [None if v is None else v.decode("utf8", "backslashreplace") for v in raw]
+
+
 def _decoded(column: pa.ChunkedArray) -> Tuple[List[Any], List[Optional[str]]]:
     """Python values of a string column, with a reason for each value that is not valid text."""
     reasons: List[Optional[str]] = [None] * len(column)
     kind = column.type
+    if pa.types.is_dictionary(kind) or getattr(pa.types, "is_string_view", lambda _: False)(kind):
+        if pa.types.is_dictionary(kind) and not (pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)):
+            return [None] * len(column), [f"the column has type {kind}, not string; cast it to string"] * len(column)
+        column, kind = column.cast(pa.large_string()), pa.large_string()
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         try:
             return column.to_pylist(), reasons
@@ -233,8 +277,8 @@ def annotate_table(
     schemas = schemas or output_schemas(table.schema, settings, loaded.provenance)
     rows = {name: _Rows(schema) for name, schema in schemas.items()}
     seen_ids = set() if seen_ids is None else seen_ids
-    ids = table[settings.id_column].to_pylist()
-    carried = {c: table[c].to_pylist() for c in settings.carry}
+    ids = _values(table[settings.id_column])
+    carried = {c: _values(table[c]) for c in settings.carry}
     if settings.tokens_column:
         inputs, reasons = _token_lists(table[settings.tokens_column])
     else:
@@ -262,14 +306,17 @@ def annotate_table(
 
     nlp = loaded.nlp
     results: Dict[int, Dict[str, Any]] = {}
-    with nlp.memory_zone():
+    with _PIPELINE_LOCK, nlp.memory_zone():
         for i, doc_or_error in _pipe_isolating_failures(nlp, todo, settings):
+            if not isinstance(doc_or_error, str):
+                extra = {c: values[i] for c, values in carried.items()}
+                try:
+                    results[i] = _add_frames(doc_or_error, ids[i], extra, rows)
+                except Exception as err:  # costs this row only
+                    doc_or_error = f"reading the frames failed: {type(err).__name__}: {err}"
             if isinstance(doc_or_error, str):
                 statuses[i] = ERROR
                 rows["errors"].add(doc_id=ids[i], part=part, row=row_offset + i, reason=doc_or_error)
-            else:
-                extra = {c: values[i] for c, values in carried.items()}
-                results[i] = _add_frames(doc_or_error, ids[i], extra, rows)
     release_free_memory()
     for i, doc_id in enumerate(ids):
         counts = results.get(i, {})

@@ -60,11 +60,16 @@ def discover_parts(source: Path) -> List[Part]:
         raise AnnotateInputError(f"The input {source} does not exist; give a Parquet file or a folder of Parquet files")
     if not files:
         raise AnnotateInputError(f"No Parquet files under {source}")
-    parts = []
+    parts, outputs = [], {}
     for path in files:
         rel = path.relative_to(root)
         stat = path.stat()
-        parts.append(Part(str(path), rel.as_posix(), stat.st_size, stat.st_mtime_ns))
+        part = Part(str(path), rel.as_posix(), stat.st_size, stat.st_mtime_ns)
+        target = part.output_path(Path("."), "t")
+        if target in outputs:
+            raise AnnotateInputError(f"{outputs[target]} and {path} would write the same output file; rename one of them")
+        outputs[target] = path
+        parts.append(part)
     return parts
 
 
@@ -82,6 +87,8 @@ class PartResult:
     # set when the part as a whole could not be annotated (an unreadable file); nothing was written then
     error: Optional[str] = None
     fingerprint: Dict[str, int] = field(default_factory=dict)
+    # table -> the complete temporary file, until `publish_part` renames it
+    temporaries: Dict[str, str] = field(default_factory=dict)
 
 
 def annotate_part(
@@ -91,8 +98,10 @@ def annotate_part(
     read_rows: int = 1024,
     on_batch: Optional[Callable[[int, int], None]] = None,
 ) -> PartResult:
-    """Annotate one input part into its four output files, streaming `read_rows` rows at a time.
-    Runs in the driver or on a Dask worker; never raises for bad data (the result says what failed)."""
+    """Annotate one input part into four complete temporary files, streaming `read_rows` rows at a
+    time. Runs in the driver or on a Dask worker; never raises for bad data (the result says what
+    failed). Only the process holding the output lock publishes them (`publish_part`), so a task
+    that outlives its run can never put files under final names."""
     started = time.perf_counter()
     result = PartResult(part.name, fingerprint=part.fingerprint())
     token = uuid.uuid4().hex[:12]
@@ -118,8 +127,7 @@ def annotate_part(
                 on_batch(len(table), tokens)
         for t in TABLES:
             writers.pop(t).close()
-        for t in TABLES:
-            os.replace(temps[t], finals[t])
+        result.temporaries = {t: str(path) for t, path in temps.items()}
     except Exception as err:  # an unreadable or corrupt part: reported, the other parts go on
         result.error = f"{type(err).__name__}: {err}"
         for writer in writers.values():
@@ -128,6 +136,27 @@ def annotate_part(
             path.unlink(missing_ok=True)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def publish_part(part: Part, result: PartResult, output: Path) -> PartResult:
+    """Rename a finished part's temporary files to their final names (call with the lock held)."""
+    if result.error is None:
+        missing = [path for path in result.temporaries.values() if not Path(path).exists()]
+        if missing or len(result.temporaries) != len(TABLES):
+            result.error = f"the worker's files are not visible here ({', '.join(missing) or 'none returned'}); OUTPUT must be on a filesystem all workers share"
+        else:
+            for t in TABLES:
+                os.replace(result.temporaries[t], part.output_path(output, t))
+    if result.error is not None:
+        unpublish(part, output)
+    result.temporaries = {}
+    return result
+
+
+def unpublish(part: Part, output: Path) -> None:
+    """Remove a part's final files (left by a run killed between renaming and recording)."""
+    for t in TABLES:
+        part.output_path(output, t).unlink(missing_ok=True)
 
 
 def _count(result: PartResult, tables: Dict[str, pa.Table]) -> int:
@@ -149,15 +178,19 @@ class Manifest:
 
     def __init__(self, output: Path):
         self.path = Path(output) / MANIFEST
-        self.data: Dict[str, Any] = json.loads(self.path.read_text("utf8")) if self.path.exists() else {}
+        try:
+            self.data: Dict[str, Any] = json.loads(self.path.read_text("utf8")) if self.path.exists() else {}
+        except (OSError, ValueError) as err:
+            raise AnnotateInputError(f"Cannot read {self.path} ({err}); use a new output folder or --overwrite") from None
 
     def check_compatible(self, settings: Dict[str, Any], provenance: Dict[str, str]) -> None:
         """A resumed run must write what the finished parts were written with."""
         if not self.data:
             self.data = {"schema_version": provenance["schema_version"], "settings": settings, "provenance": provenance, "parts": {}, "failed_parts": {}}
             return
-        old = self.data.get("settings", {}), self.data.get("provenance", {}).get("config_sha256")
-        if old != (settings, provenance["config_sha256"]):
+        recorded = self.data.get("provenance", {})
+        old = self.data.get("settings", {}), recorded.get("config_sha256"), recorded.get("weights_sha256")
+        if old != (settings, provenance["config_sha256"], provenance["weights_sha256"]):
             raise AnnotateInputError(
                 f"{self.path.parent} holds output written with other settings or another model "
                 f"({self.data.get('settings')}, config {str(old[1])[:12]}); use a new output folder or --overwrite"
@@ -170,6 +203,11 @@ class Manifest:
         if record.get("fingerprint") != part.fingerprint():
             raise AnnotateInputError(f"The input part {part.path} changed since it was annotated into {self.path.parent}; use a new output folder or --overwrite")
         return True
+
+    def forget_missing(self, parts: List[Part]) -> None:
+        """Failed parts that are no longer in the input are not failures any more."""
+        names = {p.name for p in parts}
+        self.data["failed_parts"] = {k: v for k, v in self.data["failed_parts"].items() if k in names}
 
     def record(self, result: PartResult) -> None:
         if result.error is None:
@@ -190,6 +228,8 @@ class Manifest:
 
 def lock_output(output: Path) -> FileLock:
     """Hold `OUTPUT/_annotate.lock` for the run (released by the OS if the process dies)."""
+    if output.exists() and not output.is_dir():
+        raise AnnotateInputError(f"The output {output} is a file; give a folder")
     output.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(output / LOCK))
     try:
@@ -201,6 +241,7 @@ def lock_output(output: Path) -> FileLock:
 
 def remove_stale_temporaries(output: Path) -> int:
     stale = [p for t in TABLES if (output / t).exists() for p in (output / t).rglob(f"*{TMP_MARK}*")]
+    stale += list(output.glob(f".{MANIFEST}{TMP_MARK}*"))
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)

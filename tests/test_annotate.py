@@ -45,6 +45,10 @@ def run(*args):
     return result
 
 
+def temporaries(output: Path):
+    return [p for t in ("arguments", "predicates", "documents", "errors") if (output / t).exists() for p in (output / t).rglob(".*.tmp-*")]
+
+
 def read(output: Path, table: str) -> pd.DataFrame:
     return pd.read_parquet(output / table)
 
@@ -84,7 +88,7 @@ def test_annotate_store(tiny_pipeline, mini_corpus, tmp_path):
     ).fetchone()[0]
     assert bad == 0
     provenance = read_provenance(pq.read_schema(out / "arguments" / "year=2020" / "part-0.parquet"))
-    assert provenance["schema_version"] == "1" and len(provenance["config_sha256"]) == 64
+    assert provenance["schema_version"] == "1" and len(provenance["config_sha256"]) == 64 and len(provenance["weights_sha256"]) == 64
     assert provenance["spacy_version"] and provenance["transformers_version"] and provenance["model_version"]
 
 
@@ -160,6 +164,14 @@ def test_clear_errors_before_any_work(tiny_pipeline, tmp_path):
     assert result.exit_code == 2 and "Cannot load the pipeline" in result.said
     result = run(tiny_pipeline, tmp_path / "missing", tmp_path / "out3")
     assert result.exit_code == 2 and "does not exist" in result.said
+    result = run(tiny_pipeline, tmp_path / "in.parquet", tmp_path / "out4", "--id-column", "key", "--text-column", "body", "--carry", "key,status")
+    assert result.exit_code == 2 and "--carry status" in result.said
+    store = tmp_path / "store"
+    store.mkdir()
+    pq.write_table(pa.table({"id": [1], "text": ["A text."]}), store / "a.parquet")
+    pq.write_table(pa.table({"id": ["x"], "text": ["A text."]}), store / "b.parquet")
+    result = run(tiny_pipeline, store, tmp_path / "out5")
+    assert result.exit_code == 2 and "make them agree" in result.said
 
 
 def test_second_run_on_same_output_refuses(tiny_pipeline, mini_corpus, tmp_path):
@@ -187,15 +199,15 @@ def test_kill_minus_9_then_resume_gives_every_row_once(tiny_pipeline, mini_corpu
     # kill while a part is half written, after at least one part finished
     while time.time() < deadline and proc.poll() is None:
         finished = len(json.loads(manifest.read_text())["parts"]) if manifest.exists() else 0
-        if finished >= 1 and any(out.rglob(".*.tmp-*")):
+        if finished >= 1 and temporaries(out):
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.005)
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed mid-part"
-    assert any(out.rglob(".*.tmp-*"))
+    assert temporaries(out)
     result = run(tiny_pipeline, tmp_path / "store", out)
     assert result.exit_code == 0, result.output
-    assert not any(out.rglob(".*.tmp-*"))
+    assert not temporaries(out) and not list(out.glob(".*.tmp-*"))
     documents = read(out, "documents")
     assert sorted(documents["doc_id"]) == list(frame.id)
     assert len(json.loads(manifest.read_text())["parts"]) == 6

@@ -5,7 +5,7 @@ import pytest
 import spacy
 
 from conftest import REPO
-from test_annotate import corpus_texts, read, run, write_store
+from test_annotate import corpus_texts, read, run, temporaries, write_store
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is not installed (pip install 'albert-srl[dask]')")
 
@@ -51,6 +51,6 @@ def test_killed_worker_part_is_redone_not_duplicated(tiny_pipeline, mini_corpus,
     assert marker.exists(), "no worker was killed"
     documents = read(tmp_path / "dask", "documents")
     assert sorted(documents["doc_id"]) == list(frame.id) and (documents["status"] == "ok").all()
-    assert not any((tmp_path / "dask").rglob(".*.tmp-*"))
+    assert not temporaries(tmp_path / "dask")
     assert run(tmp_path / "model", tmp_path / "store", tmp_path / "local").exit_code == 0
     assert_same_output(tmp_path / "dask", tmp_path / "local")
