@@ -18,7 +18,7 @@ import typer
 from tqdm import tqdm
 from wasabi import msg
 
-from albert_srl.pipeline.annotation import TABLES, AnnotateInputError, AnnotateSettings, get_pipeline, output_schemas
+from albert_srl.pipeline.annotation import TABLES, AnnotateInputError, AnnotateSettings, pipeline_for, output_schemas
 from albert_srl.pipeline.store import Manifest, Part, PartResult, annotate_part, discover_parts, lock_output, publish_part, remove_stale_temporaries, unpublish
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -105,7 +105,7 @@ def prepare(settings: AnnotateSettings, input: Path, output: Path, overwrite: bo
             raise AnnotateInputError(f"{part.path} has column types {types}, {first[0]} has {first[1]}; make them agree (cast) before annotating")
     if len(unreadable) == len(parts):
         raise AnnotateInputError(f"No readable Parquet file in {input}: " + "; ".join(f"{k}: {v}" for k, v in list(unreadable.items())[:3]))
-    loaded = get_pipeline(settings.model, settings.gpu_id, settings.max_chars)
+    loaded = pipeline_for(settings)
     lock = lock_output(output)
     try:
         if overwrite:

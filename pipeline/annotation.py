@@ -7,12 +7,14 @@ the model once, however many tasks it runs. Output tables (README, "Annotating P
 - `arguments`: one row per argument, `predicates`: one row per predicate,
 - `documents`: one row per input row (with its status), `errors`: rows that were not annotated.
 """
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
 import json
 import os
 import threading
+import warnings
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -86,18 +88,24 @@ class LoadedPipeline:
     provenance: Dict[str, str] = field(default_factory=dict)
 
 
-_PIPELINES: Dict[Tuple[str, int, int], LoadedPipeline] = {}
+_PIPELINES: Dict[Tuple[str, int, int, bool], LoadedPipeline] = {}
 # Dask workers may run tasks in several threads; one nlp (and its memory zones) serves one at a time.
 _PIPELINE_LOCK = threading.RLock()
 
 
-def get_pipeline(model: str, gpu_id: int = -1, max_chars: int = 2_000_000) -> LoadedPipeline:
-    """Load a pipeline once per process (a path, or an installed package name)."""
-    key = (str(model), gpu_id, max_chars)
+def get_pipeline(model: str, gpu_id: int = -1, max_chars: int = 2_000_000, forks: bool = False) -> LoadedPipeline:
+    """Load a pipeline once per process (a path, or an installed package name). `forks`: one for
+    nlp.pipe(n_process > 1), kept apart because worker processes forked from a pipeline that has
+    run memory zones can crash (measured: segfaults in the workers' garbage collection)."""
+    key = (str(model), gpu_id, max_chars, forks)
     with _PIPELINE_LOCK:
         if key not in _PIPELINES:
             _PIPELINES[key] = _load_pipeline(model, gpu_id, max_chars)
     return _PIPELINES[key]
+
+
+def pipeline_for(settings: AnnotateSettings) -> LoadedPipeline:
+    return get_pipeline(settings.model, settings.gpu_id, settings.max_chars, forks=settings.n_process > 1)
 
 
 def _load_pipeline(model: str, gpu_id: int, max_chars: int) -> LoadedPipeline:
@@ -273,7 +281,7 @@ def annotate_table(
     carries the ids of earlier batches of the same part, so a repeated id is caught across batches.
     Rows that cannot be annotated become `errors` rows; this function only raises for a missing column.
     """
-    loaded = get_pipeline(settings.model, settings.gpu_id, settings.max_chars)
+    loaded = pipeline_for(settings)
     schemas = schemas or output_schemas(table.schema, settings, loaded.provenance)
     rows = {name: _Rows(schema) for name, schema in schemas.items()}
     seen_ids = set() if seen_ids is None else seen_ids
@@ -306,7 +314,9 @@ def annotate_table(
 
     nlp = loaded.nlp
     results: Dict[int, Dict[str, Any]] = {}
-    with _PIPELINE_LOCK, nlp.memory_zone():
+    # Forked workers live for one call; their parent's pipeline never enters a memory zone (see get_pipeline).
+    zone = nlp.memory_zone() if settings.n_process == 1 else contextlib.nullcontext()
+    with _PIPELINE_LOCK, zone:
         for i, doc_or_error in _pipe_isolating_failures(nlp, todo, settings):
             if not isinstance(doc_or_error, str):
                 extra = {c: values[i] for c, values in carried.items()}
@@ -365,7 +375,8 @@ def _pipe_isolating_failures(nlp: Language, todo: Sequence[Tuple[Any, int]], set
             for doc, i in nlp.pipe(items, as_tuples=True, batch_size=settings.batch_size, n_process=settings.n_process):
                 done += 1
                 yield i, doc
-        except Exception:
+        except Exception as err:
+            warnings.warn(f"a batch failed ({type(err).__name__}: {str(err)[:200]}); redoing its {len(batch) - done} document(s) one at a time in this process")
             for value, i in batch[done:]:
                 try:
                     yield i, nlp(_make_doc(nlp, value))

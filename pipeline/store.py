@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
-from albert_srl.pipeline.annotation import TABLES, AnnotateInputError, AnnotateSettings, annotate_table, get_pipeline, output_schemas
+from albert_srl.pipeline.annotation import TABLES, AnnotateInputError, AnnotateSettings, annotate_table, pipeline_for, output_schemas
 
 MANIFEST = "_manifest.json"
 LOCK = "_annotate.lock"
@@ -109,7 +109,7 @@ def annotate_part(
     temps = {t: p.with_name(f".{p.name}{TMP_MARK}{token}") for t, p in finals.items()}
     writers: Dict[str, pq.ParquetWriter] = {}
     try:
-        loaded = get_pipeline(settings.model, settings.gpu_id, settings.max_chars)
+        loaded = pipeline_for(settings)
         source = pq.ParquetFile(part.path)
         schemas = output_schemas(source.schema_arrow, settings, loaded.provenance)
         for t in TABLES:

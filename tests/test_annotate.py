@@ -92,6 +92,8 @@ def test_annotate_store(tiny_pipeline, mini_corpus, tmp_path):
     assert provenance["spacy_version"] and provenance["transformers_version"] and provenance["model_version"]
 
 
+# a worker process that dies makes annotate redo its batch in-process with a warning: fail on it
+@pytest.mark.filterwarnings("error:a batch failed:UserWarning", "error::UserWarning:spacy.language")
 def test_core_matches_cli_and_multiprocessing(tiny_pipeline, mini_corpus, tmp_path):
     texts = corpus_texts(mini_corpus)
     write_store(tmp_path / "store", texts, parts=1, hive=False)
