@@ -23,6 +23,7 @@ from albert_srl.pipeline.annotation import TABLES, AnnotateInputError, AnnotateS
 MANIFEST = "_manifest.json"
 LOCK = "_annotate.lock"
 TMP_MARK = ".tmp-"
+ROW_GROUP_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -116,16 +117,19 @@ def annotate_part(
             temps[t].parent.mkdir(parents=True, exist_ok=True)
             writers[t] = pq.ParquetWriter(temps[t], schemas[t], compression="zstd")
         seen: Set[Any] = set()
+        pending: Dict[str, List[pa.Table]] = {t: [] for t in TABLES}
         for batch in source.iter_batches(batch_size=read_rows, columns=settings.input_columns()):
             table = pa.Table.from_batches([batch])
             tables = annotate_table(table, settings, part=part.name, row_offset=result.rows, seen_ids=seen, schemas=schemas)
             for t, out in tables.items():
-                if len(out):
-                    writers[t].write_table(out)
+                pending[t].append(out)
+                if sum(len(x) for x in pending[t]) >= ROW_GROUP_ROWS:
+                    _flush(writers[t], pending[t])
             tokens = _count(result, tables)
             if on_batch is not None:
                 on_batch(len(table), tokens)
         for t in TABLES:
+            _flush(writers[t], pending[t])
             writers.pop(t).close()
         result.temporaries = {t: str(path) for t, path in temps.items()}
     except Exception as err:  # an unreadable or corrupt part: reported, the other parts go on
@@ -136,6 +140,14 @@ def annotate_part(
             path.unlink(missing_ok=True)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _flush(writer: pq.ParquetWriter, tables: List[pa.Table]) -> None:
+    """Write buffered batches as one row group (readers prefer few large row groups)."""
+    rows = [t for t in tables if len(t)]
+    if rows:
+        writer.write_table(pa.concat_tables(rows))
+    tables.clear()
 
 
 def publish_part(part: Part, result: PartResult, output: Path) -> PartResult:

@@ -213,6 +213,8 @@ def test_kill_minus_9_then_resume_gives_every_row_once(tiny_pipeline, mini_corpu
     documents = read(out, "documents")
     assert sorted(documents["doc_id"]) == list(frame.id)
     assert len(json.loads(manifest.read_text())["parts"]) == 6
+    # read 2 rows at a time, written as one row group per file
+    assert pq.ParquetFile(out / "documents" / "year=2020" / "part-0.parquet").metadata.num_row_groups == 1
     # a part renamed into place but not yet recorded (killed between the two) is redone, not doubled
     data = json.loads(manifest.read_text())
     data["parts"].pop("year=2021/part-1.parquet")
