@@ -387,7 +387,7 @@ def _pipe_isolating_failures(nlp: Language, todo: Sequence[Tuple[Any, int]], set
 
 def _sentence_index(doc: Doc) -> numpy.ndarray:
     if len(doc) and doc.has_annotation("SENT_START"):
-        starts = numpy.asarray([t.is_sent_start is True for t in doc], dtype=numpy.int32)
+        starts = (doc.to_array("SENT_START") == 1).astype(numpy.int32)
         starts[0] = 1
         return numpy.cumsum(starts) - 1
     return numpy.zeros(len(doc), dtype=numpy.int32)

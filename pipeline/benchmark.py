@@ -64,6 +64,48 @@ def pipe_child(model: str, store: Path, result: Path, batch_size: int = 32) -> N
     result.write_text(json.dumps({"docs": len(texts), "words": words, "seconds": seconds, "words_per_s": words / seconds}))
 
 
+@app.command("floor-child", hidden=True)
+def floor_child(model: str, corpus: Path, result: Path, only: str = "", batch_size: int = 32, repeats: int = 2) -> None:
+    """(internal) words/s of the pipeline, or of the components in ONLY (comma-separated)."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    nlp = spacy.load(model)
+    texts = [doc.text for doc in DocBin().from_disk(corpus).get_docs(nlp.vocab)]
+    names = only.split(",") if only else nlp.pipe_names
+    list(nlp.pipe(texts[:8]))  # warm up
+    best = float("inf")
+    with nlp.select_pipes(enable=names):
+        for _ in range(repeats):
+            started = time.perf_counter()
+            words = sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size))
+            best = min(best, time.perf_counter() - started)
+    result.write_text(json.dumps({"components": names, "words": words, "seconds": best, "words_per_s": words / best}))
+
+
+@app.command("floor")
+def floor_benchmark(
+    model: str = typer.Argument(..., help="Trained pipeline folder"),
+    corpus: Path = typer.Argument(..., help="A .spacy corpus whose texts are annotated (e.g. corpus/ewt/dev.spacy)"),
+    output: Path = typer.Argument(..., help="JSON file to write"),
+) -> None:
+    """The whole pipeline (transformer + senter + srl) against the transformer alone: the floor of
+    this design, since the encoder runs once per document and the rest reads its outputs."""
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, only in (("transformer alone", "transformer"), ("whole pipeline", "")):
+            msg.info(name)
+            path = Path(tmp) / "r.json"
+            runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "floor-child", model, str(corpus), str(path), "--only", only])
+            runs[name].update(json.loads(path.read_text()))
+    ratio = runs["whole pipeline"]["words_per_s"] / runs["transformer alone"]["words_per_s"]
+    result = {"machine": machine(), "model": model, "corpus": str(corpus), "runs": runs, "pipeline_vs_transformer": ratio}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2))
+    msg.table([(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()], header=("run", "words", "words/s", "peak RSS MB"), aligns=("l", "r", "r", "r"))
+    msg.good(f"whole pipeline / transformer alone: {ratio:.3f} -> {output}")
+
+
 @app.command("annotate")
 def annotate_benchmark(
     model: str = typer.Argument(..., help="Trained pipeline folder"),
