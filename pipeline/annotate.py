@@ -101,7 +101,7 @@ def prepare(settings: AnnotateSettings, input: Path, output: Path, overwrite: bo
         types = [(c, str(schema.field(c).type)) for c in (settings.id_column, *settings.carry)]
         if first is None:
             first = (part.path, types)
-        elif types != first[1]:
+        elif any(t != f and "null" not in (t, f) for (_, t), (_, f) in zip(types, first[1])):  # null: an empty file
             raise AnnotateInputError(f"{part.path} has column types {types}, {first[0]} has {first[1]}; make them agree (cast) before annotating")
     if len(unreadable) == len(parts):
         raise AnnotateInputError(f"No readable Parquet file in {input}: " + "; ".join(f"{k}: {v}" for k, v in list(unreadable.items())[:3]))

@@ -319,20 +319,22 @@ def annotate_table(
     with _PIPELINE_LOCK, zone:
         for i, doc_or_error in _pipe_isolating_failures(nlp, todo, settings):
             if not isinstance(doc_or_error, str):
-                extra = {c: values[i] for c, values in carried.items()}
                 try:
-                    results[i] = _add_frames(doc_or_error, ids[i], extra, rows)
+                    results[i] = _add_frames(doc_or_error, ids[i], _carried_row(carried, i), rows)
                 except Exception as err:  # costs this row only
                     doc_or_error = f"reading the frames failed: {type(err).__name__}: {err}"
             if isinstance(doc_or_error, str):
                 statuses[i] = ERROR
                 rows["errors"].add(doc_id=ids[i], part=part, row=row_offset + i, reason=doc_or_error)
-    release_free_memory()
     for i, doc_id in enumerate(ids):
         counts = results.get(i, {})
         status = statuses[i] or (OK if counts.get("tokens") else EMPTY)
-        rows["documents"].add(doc_id=doc_id, part=part, row=row_offset + i, status=status, **counts, **{c: values[i] for c, values in carried.items()})
+        rows["documents"].add(doc_id=doc_id, part=part, row=row_offset + i, status=status, **counts, **_carried_row(carried, i))
     return {name: r.table() for name, r in rows.items()}
+
+
+def _carried_row(carried: Dict[str, List[Any]], i: int) -> Dict[str, Any]:
+    return {c: values[i] for c, values in carried.items()}
 
 
 def _make_doc(nlp: Language, value: Any) -> Any:
@@ -429,7 +431,3 @@ def _add_frames(doc: Doc, doc_id: Any, carried: Dict[str, Any], rows: Dict[str, 
 def read_provenance(schema: pa.Schema) -> Dict[str, str]:
     """The provenance a Parquet output file carries in its key-value metadata."""
     return json.loads((schema.metadata or {}).get(METADATA_KEY, b"{}"))
-
-
-def model_label(model: str) -> str:
-    return Path(model).name if Path(model).exists() else model

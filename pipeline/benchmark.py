@@ -34,6 +34,19 @@ def run_measured(command: List[str]) -> Dict:
     return {"wall_s": time.perf_counter() - started, "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
+def manifest_totals(output: Path) -> Dict:
+    """Parts, rows, words and annotating seconds of a finished annotate output."""
+    parts = json.loads((output / "_manifest.json").read_text())["parts"].values()
+    return {"parts": len(parts), "docs": sum(p["rows"] for p in parts), "words": sum(p["tokens"] for p in parts), "seconds": sum(p["seconds"] for p in parts)}
+
+
+def write_report(output: Path, result: Dict, rows: List[tuple], header: tuple) -> None:
+    """Save the benchmark's JSON and print its table."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2))
+    msg.table(rows, header=header, aligns=("l",) + ("r",) * (len(header) - 1))
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -100,9 +113,8 @@ def floor_benchmark(
             runs[name].update(json.loads(path.read_text()))
     ratio = runs["whole pipeline"]["words_per_s"] / runs["transformer alone"]["words_per_s"]
     result = {"machine": machine(), "model": model, "corpus": str(corpus), "runs": runs, "pipeline_vs_transformer": ratio}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2))
-    msg.table([(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()], header=("run", "words", "words/s", "peak RSS MB"), aligns=("l", "r", "r", "r"))
+    rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()]
+    write_report(output, result, rows, ("run", "words", "words/s", "peak RSS MB"))
     msg.good(f"whole pipeline / transformer alone: {ratio:.3f} -> {output}")
 
 
@@ -129,9 +141,8 @@ def annotate_benchmark(
             msg.info(f"annotate, {name} store")
             out = tmp / f"out-{name}"
             runs[name] = run_measured([python, "-m", "albert_srl.pipeline.annotate", model, str(store), str(out), "--batch-size", str(batch_size), "--no-fail-on-errors"])
-            parts = json.loads((out / "_manifest.json").read_text())["parts"].values()
-            seconds = sum(p["seconds"] for p in parts)
-            runs[name].update(docs=sum(p["rows"] for p in parts), words=sum(p["tokens"] for p in parts), seconds=seconds, words_per_s=sum(p["tokens"] for p in parts) / seconds)
+            totals = manifest_totals(out)
+            runs[name].update(totals, words_per_s=totals["words"] / totals["seconds"])
     result = {
         "machine": machine(),
         "model": model,
@@ -141,17 +152,9 @@ def annotate_benchmark(
         "parquet_vs_pipe_words_per_s": runs["1x"]["words_per_s"] / pipe["words_per_s"],
         f"peak_rss_{scale}x_vs_1x": runs[f"{scale}x"]["peak_rss_mb"] / runs["1x"]["peak_rss_mb"],
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2))
-    msg.table(
-        [
-            ("nlp.pipe (in memory)", f"{pipe['words']:,}", f"{pipe['words_per_s']:,.0f}", f"{pipe['peak_rss_mb']:,.0f}"),
-            ("annotate, 1x store", f"{runs['1x']['words']:,}", f"{runs['1x']['words_per_s']:,.0f}", f"{runs['1x']['peak_rss_mb']:,.0f}"),
-            (f"annotate, {scale}x store", f"{runs[f'{scale}x']['words']:,}", f"{runs[f'{scale}x']['words_per_s']:,.0f}", f"{runs[f'{scale}x']['peak_rss_mb']:,.0f}"),
-        ],
-        header=("run", "words", "words/s", "peak RSS MB"),
-        aligns=("l", "r", "r", "r"),
-    )
+    named = {"nlp.pipe (in memory)": pipe, **{f"annotate, {name} store": r for name, r in runs.items()}}
+    rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}") for n, r in named.items()]
+    write_report(output, result, rows, ("run", "words", "words/s", "peak RSS MB"))
     msg.good(f"Parquet path / nlp.pipe words/s: {result['parquet_vs_pipe_words_per_s']:.3f}; peak RSS {scale}x / 1x: {result[f'peak_rss_{scale}x_vs_1x']:.3f} -> {output}")
 
 
@@ -179,18 +182,12 @@ def dask_benchmark(
             msg.info(name)
             out = tmp / name.replace(" ", "_").replace(",", "")
             runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.annotate", model, str(store), str(out), "--no-fail-on-errors", *extra])
-            parts = json.loads((out / "_manifest.json").read_text())["parts"].values()
-            runs[name].update(parts=len(parts), docs=sum(p["rows"] for p in parts), words=sum(p["tokens"] for p in parts))
+            runs[name].update(manifest_totals(out))
             runs[name]["words_per_s_wall"] = runs[name]["words"] / runs[name]["wall_s"]
     one, many = runs["one process"], runs[f"dask, {workers} workers"]
     result = {"machine": machine(), "model": model, "corpus": str(corpus), "scale": scale, "runs": runs, "dask_speedup_wall": one["wall_s"] / many["wall_s"]}
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2))
-    msg.table(
-        [(name, r["parts"], f"{r['words']:,}", f"{r['wall_s']:,.1f}", f"{r['words_per_s_wall']:,.0f}") for name, r in runs.items()],
-        header=("run", "parts", "words", "wall s", "words/s (wall)"),
-        aligns=("l", "r", "r", "r", "r"),
-    )
+    rows = [(name, r["parts"], f"{r['words']:,}", f"{r['wall_s']:,.1f}", f"{r['words_per_s_wall']:,.0f}") for name, r in runs.items()]
+    write_report(output, result, rows, ("run", "parts", "words", "wall s", "words/s (wall)"))
     msg.good(f"Dask {workers} workers vs one process: {result['dask_speedup_wall']:.2f}x -> {output}")
 
 

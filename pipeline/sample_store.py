@@ -30,9 +30,11 @@ def write_sample_store(corpus: Path, output: Path, parts_per_genre: int = 1, rep
     for genre, items in sorted(rows.items()):
         for k in range(parts_per_genre):
             chunk = items[k::parts_per_genre]
+            if not chunk:
+                continue
             folder = output / f"genre={genre}"
             folder.mkdir(parents=True, exist_ok=True)
-            table = pa.table({"id": [i for i, _ in chunk], "text": [t for _, t in chunk]})
+            table = pa.table({"id": [i for i, _ in chunk], "text": [t for _, t in chunk]}, schema=pa.schema([("id", pa.string()), ("text", pa.string())]))
             pq.write_table(table, folder / f"part-{k}.parquet", compression="zstd")
     return sum(len(items) for items in rows.values())
 

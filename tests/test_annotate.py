@@ -245,3 +245,13 @@ def test_batches_bound_docs_and_characters():
     batches = [[i for _, i in batch] for batch in _batches(todo, settings)]
     assert batches == [[0, 1], [2], [3], [4, 5, 6], [7]]
     assert [i for _, i in todo] == [i for batch in batches for i in batch]
+
+
+def test_empty_part_among_typed_parts(tiny_pipeline, tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    pq.write_table(pa.table({"id": [1, 2], "text": ["She left.", "He said so."]}), store / "a.parquet")
+    pq.write_table(pa.table({"id": pa.array([], pa.null()), "text": pa.array([], pa.null())}), store / "b.parquet")  # as pandas writes an empty frame
+    result = run(tiny_pipeline, store, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert sorted(read(tmp_path / "out", "documents")["doc_id"]) == [1, 2]
