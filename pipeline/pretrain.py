@@ -27,6 +27,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import typer
 from wasabi import msg
 
+from albert_srl.components.transformer import cpu_bf16_supported
 from albert_srl.pipeline.encoder import SHAPES, check_sentencepiece, teacher_dir
 
 # Words as the BERT basic tokenizer sees them: runs of word characters, or one punctuation mark.
@@ -570,10 +571,7 @@ def autocast_dtype(precision: str, device):
 
     if precision == "fp32":
         return None
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    supported = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_bf16_supported()
     if precision == "bf16" and not supported:
         raise PretrainError("--precision bf16 asked for, but this hardware has no bf16 support. Use --precision auto or fp32.")
     return torch.bfloat16 if supported else None
