@@ -5,7 +5,8 @@ Scores, all with the CoNLL-2005 scorer's semantics (components/scoring.py):
   senter): `srl_f` (arguments), predicate P/R/F1, sense accuracy, end-to-end F1;
 - gold predicates (and gold sentences): argument P/R/F1, the setting of most published results.
 Also writes CoNLL-2005 props files `<props-prefix>.gold.props` and `.pred.props` (gold sentence
-rows) so that anyone can re-check with srl-eval.pl.
+rows) so that anyone can re-check with srl-eval.pl, and the predicted Docs as `.pred.spacy` (the
+report reads them).
 
     python -m albert_srl.pipeline.evaluate training/model-best corpus/ewt/dev.spacy metrics/ewt-dev.json
 """
@@ -113,7 +114,10 @@ def main(
     output.write_text(json.dumps(scores, indent=2), encoding="utf8")
     prefix = props_prefix or output.with_suffix("")
     write_props(refs, Path(f"{prefix}.gold.props"))
-    write_props([with_gold_sentences(r, d) for r, d in zip(refs, docs)], Path(f"{prefix}.pred.props"))
+    predicted = [with_gold_sentences(r, d) for r, d in zip(refs, docs)]
+    write_props(predicted, Path(f"{prefix}.pred.props"))
+    # the predicted frames on the gold tokens and sentences, for `report` (confusions, examples)
+    DocBin(docs=predicted, store_user_data=True).to_disk(Path(f"{prefix}.pred.spacy"))
     g = scores["gold_predicates"]
     rows = [
         ("arguments, predicted predicates (srl_f)", f"{100 * scores['srl_p']:.2f}", f"{100 * scores['srl_r']:.2f}", f"{100 * scores['srl_f']:.2f}"),
@@ -123,7 +127,7 @@ def main(
     ]
     msg.table(rows, header=("", "P", "R", "F1"), divider=True, aligns=("l", "r", "r", "r"))
     msg.info(f"Sense accuracy {100 * scores['srl_sense_acc']:.2f}; sentence F1 {100 * scores['sents_f']:.2f}; {scores['words_per_second']:.0f} words/s")
-    msg.good(f"Wrote {output}, {prefix}.gold.props, {prefix}.pred.props")
+    msg.good(f"Wrote {output}, {prefix}.gold.props, {prefix}.pred.props, {prefix}.pred.spacy")
 
 
 if __name__ == "__main__":
