@@ -15,8 +15,8 @@ blocks are documents), Parquet stores (a text column) and .spacy corpora. The ou
 Hugging Face ALBERT (config.json, model.safetensors, spiece.model, tokenizer files) that the
 `transformer` component loads by path; OUTPUT/checkpoint/ lets an interrupted build resume.
 """
+import contextlib
 import json
-import math
 import random
 import re
 import time
@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
+import torch
+import torch.nn.functional as F
 import typer
 from wasabi import msg
 
@@ -294,7 +296,6 @@ def round_up(n: int, multiple: int) -> int:
 
 def collate(batch: List[Chunk], pad_id: int, teacher_pad_id: int, device) -> Dict[str, "torch.Tensor"]:
     """Pad to length buckets; word indices become indices into the batch's words (-1 = none)."""
-    import torch
 
     s_len = round_up(max(len(c.student_ids) for c in batch), PAD_MULTIPLE)
     t_len = round_up(max(len(c.teacher_ids) for c in batch), PAD_MULTIPLE)
@@ -324,7 +325,6 @@ def collate(batch: List[Chunk], pad_id: int, teacher_pad_id: int, device) -> Dic
 
 def pool_words(states, word_index, n_words: int):
     """Mean of the sub-word states of each word: (batch, length, dim) -> (n_words, dim), counts."""
-    import torch
 
     flat = states.reshape(-1, states.shape[-1]).float()
     index = word_index.reshape(-1)
@@ -336,7 +336,6 @@ def pool_words(states, word_index, n_words: int):
 
 def pad_rows(x, multiple: int = ROWS_MULTIPLE, value=0):
     """Pad dim 0 up to a multiple (fixed shapes for the CPU bf16 kernels)."""
-    import torch
 
     extra = round_up(x.shape[0], multiple) - x.shape[0]
     if extra == 0:
@@ -351,7 +350,6 @@ def layer_map(student_layers: int, teacher_layers: int) -> List[Tuple[int, int]]
 
 def mask_words(batch, n_words: int, probability: float, mask_id: int, vocab_size: int, generator):
     """Whole-word masking of the student's input: returns masked ids, positions and their targets."""
-    import torch
 
     ids, words = batch["s_ids"], batch["s_words"]
     chosen = torch.rand(max(n_words, 1), generator=generator, device="cpu").to(ids.device) < probability
@@ -388,7 +386,6 @@ class Pretrainer:
     """Student, teacher, optimizer and the loss of one batch."""
 
     def __init__(self, settings: PretrainSettings, student, tokenizer, teacher, device, autocast_dtype):
-        import torch
 
         self.settings = settings
         self.student = student.to(device)
@@ -411,16 +408,12 @@ class Pretrainer:
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
 
     def autocast(self):
-        import contextlib
-
-        import torch
 
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def teacher_words(self, batch) -> List["torch.Tensor"]:
-        import torch
 
         with torch.no_grad(), self.autocast():
             out = self.teacher(input_ids=batch["t_ids"], attention_mask=batch["t_mask"], token_type_ids=batch["t_types"], output_hidden_states=True)
@@ -429,7 +422,6 @@ class Pretrainer:
 
     def calibrate(self, batches: List[dict]) -> None:
         """Per-dimension mean and std of the teacher's word vectors at each matched depth."""
-        import torch
 
         if self.teacher is None:
             return
@@ -440,8 +432,6 @@ class Pretrainer:
             self.teacher_std[k] = stacked.std(0).clamp(min=1e-4)
 
     def losses(self, batch, mlm_weight: float, generator) -> Tuple["torch.Tensor", Dict[str, Tuple[float, float]]]:
-        import torch
-        import torch.nn.functional as F
 
         s = self.settings
         logged: Dict[str, Tuple[float, float]] = {}
@@ -476,7 +466,6 @@ class Pretrainer:
 
     def evaluate(self, batches: List[dict], seed: int) -> Dict[str, float]:
         """Held-out MLM and SOP accuracy (fixed masks) and distillation loss."""
-        import torch
 
         generator = torch.Generator().manual_seed(seed)
         losses = Losses()
@@ -556,7 +545,6 @@ def resolve_teacher(teacher: str) -> Optional[str]:
 
 
 def pick_device(gpu_id: int):
-    import torch
 
     if gpu_id >= 0:
         if not torch.cuda.is_available():
@@ -567,7 +555,6 @@ def pick_device(gpu_id: int):
 
 def autocast_dtype(precision: str, device):
     """bf16 where the hardware has it (CPU: AVX512-BF16 or AMX), else None (fp32)."""
-    import torch
 
     if precision == "fp32":
         return None
@@ -585,7 +572,6 @@ def init_embeddings_from_teacher(student, student_tokenizer, teacher, teacher_to
     embedding space gives the student's embedding size, and the embedding-to-hidden projection
     starts as its inverse, so the first layer sees roughly the teacher's embeddings.
     """
-    import torch
 
     t_emb = teacher.get_input_embeddings().weight.detach().float()
     size = student.config.embedding_size
@@ -631,7 +617,6 @@ def count_parameters(model) -> int:
 
 
 def save_checkpoint(path: Path, trainer: Pretrainer, state: Dict[str, object]) -> None:
-    import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -670,10 +655,11 @@ def write_output(output: Path, trainer: Pretrainer, settings: PretrainSettings, 
 
 def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpoint_minutes: float = 5.0, overwrite: bool = False, progress: bool = True) -> Dict[str, object]:
     """Build (or resume building) the encoder in `output`; returns the final metrics."""
-    import torch
     from tqdm import tqdm
 
     start_wall = time.perf_counter()
+    if settings.minutes <= 0 and settings.max_steps <= 0:
+        raise PretrainError("Give the build a budget: --minutes above 0 or --max-steps above 0.")
     device = pick_device(gpu_id)
     dtype = autocast_dtype(settings.precision, device)
     checkpoint_path = output / CHECKPOINT
@@ -689,9 +675,13 @@ def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpo
     documents = read_documents(settings.texts, settings.text_column)
     torch.manual_seed(settings.seed)
     encoder = ChunkEncoder(tokenizer, teacher_tokenizer, settings.max_words, settings.max_pieces)
-    # every 100th document is held out for evaluation
-    held_out = [d for i, d in enumerate(documents) if i % 100 == 99] or documents[-1:]
-    training = [d for i, d in enumerate(documents) if i % 100 != 99] or documents
+    # every 100th document is held out for evaluation (the last one, when there are fewer)
+    held_ids = {i for i in range(len(documents)) if i % 100 == 99} or {len(documents) - 1}
+    held_out = [documents[i] for i in sorted(held_ids)]
+    training = [d for i, d in enumerate(documents) if i not in held_ids]
+    if not training:
+        msg.warn("Only one document: it is trained on and held out at once, so the held-out scores are training scores.")
+        training = documents
     eval_chunks = [c for _, c in zip(range(settings.eval_chunks), (c for i, d in enumerate(held_out) for c in encoder.chunks(d, random.Random(f"eval-{i}"))))]
     if not eval_chunks:
         raise PretrainError("The texts are too short to make a single chunk of two segments.")
@@ -746,39 +736,43 @@ def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpo
     bar.update(int(1000 * min(progress_of(state["step"], state["seconds"]), 1.0)))
     trainer.student.train()
     with log_path.open("a", encoding="utf8") as log:
-        while progress_of(state["step"], state["seconds"]) < 1.0:
-            chunk_batch = next(batches, None)
-            if chunk_batch is None:
-                raise PretrainError("The texts gave no chunks.")
-            batch = collate(chunk_batch, pad_id, teacher_pad, device)
-            p = progress_of(state["step"], state["seconds"])
-            for group in trainer.optimizer.param_groups:
-                group["lr"] = learning_rate(p)
-            # the MLM weight ramps up over the first half: early on the teacher's signal is the richer one
-            mlm_weight = settings.mlm_weight * min(1.0, 0.2 + 1.6 * p) if teacher is not None else 1.0
-            loss, logged = trainer.losses(batch, mlm_weight, generator)
-            trainer.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([q for g in trainer.optimizer.param_groups for q in g["params"]], 1.0)
-            trainer.optimizer.step()
-            state["step"] += 1
-            state["words"] += batch["n_words"]
-            state["tokens"] += int(batch["s_mask"].sum())
-            state["seconds"] = session_seconds_before + time.perf_counter() - session_start
-            for name, (value, count) in logged.items():
-                running.add(name, value, count)
-            if state["step"] % 10 == 0 or progress_of(state["step"], state["seconds"]) >= 1.0:
-                means = running.means()
-                running = Losses()
-                rate = state["words"] / max(state["seconds"], 1e-9)
-                log.write(json.dumps({"step": state["step"], "words": state["words"], "seconds": round(state["seconds"], 1), "lr": learning_rate(p), **{k: round(v, 4) for k, v in means.items()}}) + "\n")
-                log.flush()
-                bar.set_postfix_str(f"step {state['step']:,} {rate:,.0f} words/s " + " ".join(f"{k} {v:.3f}" for k, v in means.items()))
-                bar.n = int(1000 * min(progress_of(state["step"], state["seconds"]), 1.0))
-                bar.refresh()
-            if time.perf_counter() - last_checkpoint >= checkpoint_minutes * 60:
-                save_checkpoint(checkpoint_path, trainer, {**state, "settings": settings.resume_key()})
-                last_checkpoint = time.perf_counter()
+        try:
+            while progress_of(state["step"], state["seconds"]) < 1.0:
+                chunk_batch = next(batches, None)
+                if chunk_batch is None:
+                    raise PretrainError("The texts gave no chunks.")
+                batch = collate(chunk_batch, pad_id, teacher_pad, device)
+                p = progress_of(state["step"], state["seconds"])
+                for group in trainer.optimizer.param_groups:
+                    group["lr"] = learning_rate(p)
+                # the MLM weight ramps up over the first half: early on the teacher's signal is the richer one
+                mlm_weight = settings.mlm_weight * min(1.0, 0.2 + 1.6 * p) if teacher is not None else 1.0
+                loss, logged = trainer.losses(batch, mlm_weight, generator)
+                trainer.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([q for g in trainer.optimizer.param_groups for q in g["params"]], 1.0)
+                trainer.optimizer.step()
+                state["step"] += 1
+                state["words"] += batch["n_words"]
+                state["tokens"] += int(batch["s_mask"].sum())
+                state["seconds"] = session_seconds_before + time.perf_counter() - session_start
+                for name, (value, count) in logged.items():
+                    running.add(name, value, count)
+                if state["step"] % 10 == 0 or progress_of(state["step"], state["seconds"]) >= 1.0:
+                    means = running.means()
+                    running = Losses()
+                    rate = state["words"] / max(state["seconds"], 1e-9)
+                    log.write(json.dumps({"step": state["step"], "words": state["words"], "seconds": round(state["seconds"], 1), "lr": learning_rate(p), **{k: round(v, 4) for k, v in means.items()}}) + "\n")
+                    log.flush()
+                    bar.set_postfix_str(f"step {state['step']:,} {rate:,.0f} words/s " + " ".join(f"{k} {v:.3f}" for k, v in means.items()))
+                    bar.n = int(1000 * min(progress_of(state["step"], state["seconds"]), 1.0))
+                    bar.refresh()
+                if time.perf_counter() - last_checkpoint >= checkpoint_minutes * 60:
+                    save_checkpoint(checkpoint_path, trainer, {**state, "settings": settings.resume_key()})
+                    last_checkpoint = time.perf_counter()
+        except KeyboardInterrupt:
+            save_checkpoint(checkpoint_path, trainer, {**state, "settings": settings.resume_key()})
+            raise
     bar.close()
     save_checkpoint(checkpoint_path, trainer, {**state, "settings": settings.resume_key()})
     heldout = trainer.evaluate(eval_batches, settings.seed)
