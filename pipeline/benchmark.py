@@ -191,5 +191,84 @@ def dask_benchmark(
     msg.good(f"Dask {workers} workers vs one process: {result['dask_speedup_wall']:.2f}x -> {output}")
 
 
+SPEED_OPTIONS = ("fp32", "bf16", "int8", "length-sorted")
+
+
+def load_with_option(model: str, option: str):
+    """The pipeline with one speed option applied (fp32 = as trained)."""
+    import spacy
+    import torch
+
+    overrides = {}
+    if option == "bf16":
+        from albert_srl.components.transformer import cpu_bf16_supported
+
+        if not cpu_bf16_supported():
+            raise RuntimeError("this CPU has no bf16 support (AVX512-BF16 or AMX)")
+        overrides = {"components.transformer.model.@architectures": "albert_srl.TransformerModel.v1"}
+    nlp = spacy.load(model, config=overrides)
+    if option == "int8":
+        # dynamic int8 quantization of the encoder's linear layers (weights int8, activations quantized on the fly)
+        shim = nlp.get_pipe("transformer").model.layers[0].shims[0]
+        quantized = torch.ao.quantization.quantize_dynamic(shim._model, {torch.nn.Linear}, dtype=torch.qint8)
+        shim._model = shim._hfmodel.transformer = quantized
+    return nlp
+
+
+@app.command("option-child", hidden=True)
+def option_child(model: str, corpus: Path, result: Path, option: str, batch_size: int = 32) -> None:
+    """(internal) Evaluate the pipeline with one speed option: SRL scores and words/s."""
+    from spacy.tokens import DocBin
+
+    from albert_srl.pipeline.evaluate import evaluate
+
+    nlp = load_with_option(model, option)
+    refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
+    if option == "length-sorted":
+        # batches of documents of similar length: less padding in the encoder's windows
+        order = sorted(range(len(refs)), key=lambda i: len(refs[i]))
+        scores, _ = evaluate(nlp, [refs[i] for i in order], batch_size)
+    else:
+        scores, _ = evaluate(nlp, refs, batch_size)
+    keep = ("srl_f", "srl_e2e_f", "srl_pred_f", "srl_sense_acc", "words", "words_per_second")
+    result.write_text(json.dumps({**{k: scores[k] for k in keep}, "gold_predicates_f": scores["gold_predicates"]["f"]}))
+
+
+@app.command("options")
+def options_benchmark(
+    model: str = typer.Argument(..., help="Trained pipeline folder"),
+    corpus: Path = typer.Argument(..., help="A .spacy corpus with gold frames (corpus/ewt/dev.spacy)"),
+    output: Path = typer.Argument(..., help="JSON file to write"),
+    options: str = typer.Option(",".join(SPEED_OPTIONS), help=f"Comma-separated options among {', '.join(SPEED_OPTIONS)}"),
+    max_f1_cost: float = typer.Option(0.3, help="An option that costs at most this much srl_f (points) is recommended as a default"),
+) -> None:
+    """Speed options that should keep accuracy, each in its own process on the same texts: words/s of
+    the whole pipeline (predicted predicates), peak RSS and the change in SRL F1 against fp32."""
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for option in options.split(","):
+            if option not in SPEED_OPTIONS:
+                msg.fail(f"Unknown option {option!r}; choose among {', '.join(SPEED_OPTIONS)}", exits=1)
+            msg.info(option)
+            path = Path(tmp) / "r.json"
+            try:
+                runs[option] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "option-child", model, str(corpus), str(path), option])
+            except RuntimeError as err:
+                msg.warn(f"{option} did not run: {str(err)[-300:]}")
+                continue
+            runs[option].update(json.loads(path.read_text()))
+    base = runs.get("fp32")
+    if base is None:
+        msg.fail("The fp32 baseline did not run", exits=1)
+    for option, r in runs.items():
+        r["speedup"] = r["words_per_second"] / base["words_per_second"]
+        r["srl_f_change"] = 100 * (r["srl_f"] - base["srl_f"])
+        r["recommended_default"] = option != "fp32" and r["speedup"] > 1.0 and r["srl_f_change"] >= -max_f1_cost
+    result = {"machine": machine(), "model": model, "corpus": str(corpus), "runs": runs}
+    rows = [(o, f"{r['words_per_second']:,.0f}", f"{r['speedup']:.2f}x", f"{100 * r['srl_f']:.2f}", f"{r['srl_f_change']:+.2f}", f"{r['peak_rss_mb']:,.0f}", "yes" if r["recommended_default"] else "") for o, r in runs.items()]
+    write_report(output, result, rows, ("option", "words/s", "speed-up", "srl_f", "F1 change", "peak RSS MB", "default?"))
+    msg.good(f"-> {output}")
+
+
 if __name__ == "__main__":
     app()
