@@ -191,6 +191,61 @@ def dask_benchmark(
     msg.good(f"Dask {workers} workers vs one process: {result['dask_speedup_wall']:.2f}x -> {output}")
 
 
+@app.command("per-predicate-child", hidden=True)
+def per_predicate_child(model: str, corpus: Path, result: Path, batch_size: int = 32) -> None:
+    """(internal) The per-predicate design's encoder cost: one forward pass per predicate."""
+    import spacy
+    import torch
+    from spacy.tokens import DocBin
+
+    from albert_srl.components.frames import frame_specs
+
+    nlp = spacy.load(model)
+    trf = nlp.get_pipe("transformer").model
+    encoder, tokenizer = trf.transformer.eval(), trf.tokenizer
+    refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
+    # AllenNLP's SRL-BERT input: "[CLS] sentence [SEP] predicate [SEP]", one sequence per predicate;
+    # gold sentences and predicates, length-sorted batches, no head or decoding: all in its favour
+    pairs = [(sent.text, ref[f.head].text) for ref in refs for sent in ref.sents for f in frame_specs(ref) if sent.start <= f.head < sent.end]
+    pairs.sort(key=lambda pair: len(pair[0]))
+    words = sum(len(ref) for ref in refs)
+
+    def encode(batch):
+        inputs = tokenizer([s for s, _ in batch], [p for _, p in batch], padding=True, truncation="only_first", max_length=512, return_tensors="pt")
+        encoder(**inputs)
+
+    with torch.no_grad():
+        encode(pairs[:batch_size])  # warm up
+        started = time.perf_counter()
+        for i in range(0, len(pairs), batch_size):
+            encode(pairs[i : i + batch_size])
+        seconds = time.perf_counter() - started
+    result.write_text(json.dumps({"sequences": len(pairs), "docs": len(refs), "words": words, "seconds": seconds, "words_per_s": words / seconds}))
+
+
+@app.command("per-predicate")
+def per_predicate_benchmark(
+    model: str = typer.Argument(..., help="Trained pipeline folder"),
+    corpus: Path = typer.Argument(..., help="A .spacy corpus with gold frames (corpus/ewt/dev.spacy)"),
+    output: Path = typer.Argument(..., help="JSON file to write"),
+) -> None:
+    """This design (the encoder once per document, the whole pipeline) against the per-predicate
+    design (AllenNLP SRL-BERT, transformer-srl: one encoder pass per predicate), same encoder and texts."""
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "r.json"
+        for name, command in (("this pipeline (encoder once per document)", ["floor-child", model, str(corpus), str(path)]), ("per-predicate encoder passes", ["per-predicate-child", model, str(corpus), str(path)])):
+            msg.info(name)
+            runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", *command])
+            runs[name].update(json.loads(path.read_text()))
+    ours, theirs = runs.values()
+    ratio = ours["words_per_s"] / theirs["words_per_s"]
+    result = {"machine": machine(), "model": model, "corpus": str(corpus), "runs": runs, "speedup_vs_per_predicate": ratio}
+    rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()]
+    write_report(output, result, rows, ("run", "words", "words/s", "peak RSS MB"))
+    msg.good(f"this pipeline / per-predicate design: {ratio:.2f}x ({theirs['sequences']:,} encoder sequences for {theirs['docs']:,} documents) -> {output}")
+
+
 SPEED_OPTIONS = ("fp32", "bf16", "int8", "length-sorted")
 
 
