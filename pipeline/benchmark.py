@@ -246,6 +246,164 @@ def per_predicate_benchmark(
     msg.good(f"this pipeline / per-predicate design: {ratio:.2f}x ({theirs['sequences']:,} encoder sequences for {theirs['docs']:,} documents) -> {output}")
 
 
+TRF_REFERENCE_CONFIG = """
+[nlp]
+lang = "en"
+pipeline = ["transformer","tagger","parser","ner"]
+
+[components]
+
+[components.transformer]
+factory = "transformer"
+max_batch_items = 4096
+
+[components.transformer.model]
+@architectures = "spacy-transformers.TransformerModel.v3"
+name = null
+mixed_precision = false
+
+[components.transformer.model.get_spans]
+@span_getters = "spacy-transformers.strided_spans.v1"
+window = 128
+stride = 96
+
+[components.transformer.model.tokenizer_config]
+use_fast = true
+
+[components.tagger]
+factory = "tagger"
+
+[components.tagger.model]
+@architectures = "spacy.Tagger.v2"
+nO = null
+
+[components.tagger.model.tok2vec]
+@architectures = "spacy-transformers.TransformerListener.v1"
+grad_factor = 1.0
+upstream = "transformer"
+
+[components.tagger.model.tok2vec.pooling]
+@layers = "reduce_mean.v1"
+
+[components.parser]
+factory = "parser"
+
+[components.parser.model]
+@architectures = "spacy.TransitionBasedParser.v2"
+state_type = "parser"
+extra_state_tokens = false
+hidden_width = 64
+maxout_pieces = 2
+use_upper = false
+
+[components.parser.model.tok2vec]
+@architectures = "spacy-transformers.TransformerListener.v1"
+grad_factor = 1.0
+upstream = "transformer"
+
+[components.parser.model.tok2vec.pooling]
+@layers = "reduce_mean.v1"
+
+[components.ner]
+factory = "ner"
+
+[components.ner.model]
+@architectures = "spacy.TransitionBasedParser.v2"
+state_type = "ner"
+extra_state_tokens = false
+hidden_width = 64
+maxout_pieces = 2
+use_upper = false
+
+[components.ner.model.tok2vec]
+@architectures = "spacy-transformers.TransformerListener.v1"
+grad_factor = 1.0
+upstream = "transformer"
+
+[components.ner.model.tok2vec.pooling]
+@layers = "reduce_mean.v1"
+"""
+DEP_LABELS = "ROOT acl acomp advcl advmod agent amod appos attr aux auxpass case cc ccomp compound conj csubj dative dep det dobj expl intj mark meta neg nmod npadvmod nsubj nsubjpass nummod oprd parataxis pcomp pobj poss preconj predet prep prt punct quantmod relcl xcomp".split()
+ENT_LABELS = "CARDINAL DATE EVENT FAC GPE LANGUAGE LAW LOC MONEY NORP ORDINAL ORG PERCENT PERSON PRODUCT QUANTITY TIME WORK_OF_ART".split()
+
+
+def build_roberta_reference(folder: Path, texts: List[str]) -> Path:
+    """A random roberta-base (12 x 768, 50,265 pieces) with a byte-level BPE trained on `texts`
+    (speed does not depend on the weights or on which merges the tokenizer has)."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=8000, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
+    bpe.save_model(str(folder))
+    RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    RobertaModel(RobertaConfig(vocab_size=50265)).save_pretrained(folder)
+    return folder
+
+
+@app.command("trf-reference-child", hidden=True)
+def trf_reference_child(corpus: Path, result: Path, batch_size: int = 32, repeats: int = 2) -> None:
+    """(internal) words/s of an en_core_web_trf-shaped pipeline: roberta-base + tagger, parser, ner."""
+    import spacy
+    from spacy.tokens import DocBin
+    from spacy.training import Example
+    from thinc.api import Config
+
+    vocab = spacy.blank("en").vocab
+    refs = list(DocBin().from_disk(corpus).get_docs(vocab))
+    texts = [doc.text for doc in refs]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = build_roberta_reference(Path(tmp) / "roberta-base-random", texts)
+        config = Config().from_str(TRF_REFERENCE_CONFIG)
+        config["components"]["transformer"]["model"]["name"] = str(folder)
+        nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
+        for label in DEP_LABELS:
+            nlp.get_pipe("parser").add_label(label)
+        for label in ENT_LABELS:
+            nlp.get_pipe("ner").add_label(label)
+        tags = sorted({t.tag_ for doc in refs for t in doc if t.tag_})
+        for tag in tags:
+            nlp.get_pipe("tagger").add_label(tag)
+        sample = refs[0][:8].as_doc()
+        examples = [Example.from_dict(nlp.make_doc(sample.text), {"words": [t.text for t in sample], "tags": [t.tag_ or tags[0] for t in sample], "heads": [0] * len(sample), "deps": ["ROOT"] + ["dep"] * (len(sample) - 1)})]
+        nlp.initialize(lambda: examples)
+        list(nlp.pipe(texts[:8]))  # warm up
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            words = sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size))
+            best = min(best, time.perf_counter() - started)
+    result.write_text(json.dumps({"components": nlp.pipe_names, "words": words, "seconds": best, "words_per_s": words / best}))
+
+
+@app.command("trf-reference")
+def trf_reference_benchmark(
+    corpus: Path = typer.Argument(..., help="A .spacy corpus whose texts are annotated (corpus/ewt/dev.spacy)"),
+    output: Path = typer.Argument(..., help="JSON file to write"),
+    model: List[str] = typer.Option([], "--model", help="SRL pipelines to compare (repeat); each is named by its folder"),
+) -> None:
+    """SRL pipelines against a roberta-base-shaped spaCy transformer pipeline (the architecture of
+    en_core_web_trf: roberta-base + tagger, parser, ner; random weights) on the same texts."""
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "r.json"
+        commands = {"roberta-base + tagger, parser, ner (en_core_web_trf shape)": ["trf-reference-child", str(corpus), str(path)]}
+        commands.update({f"SRL pipeline {m}": ["floor-child", m, str(corpus), str(path)] for m in model})
+        for name, command in commands.items():
+            msg.info(name)
+            runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", *command])
+            runs[name].update(json.loads(path.read_text()))
+    reference = next(iter(runs.values()))
+    for r in runs.values():
+        r["vs_reference"] = r["words_per_s"] / reference["words_per_s"]
+    result = {"machine": machine(), "corpus": str(corpus), "runs": runs}
+    rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['vs_reference']:.2f}x", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()]
+    write_report(output, result, rows, ("run", "words", "words/s", "vs reference", "peak RSS MB"))
+
+
 SPEED_OPTIONS = ("fp32", "bf16", "int8", "length-sorted")
 
 
