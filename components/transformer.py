@@ -19,17 +19,24 @@ def cpu_bf16_supported() -> bool:
     return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
+def to_float32(value):
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.dtype == torch.bfloat16 else value
+    if isinstance(value, tuple):
+        return tuple(to_float32(v) for v in value)
+    return value
+
+
 def with_cpu_bf16(forward: Callable) -> Callable:
     def autocast_forward(model, docs: List[Doc], is_train: bool):
         if model.ops.device_type != "cpu":
             return forward(model, docs, is_train)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             output, backprop = forward(model, docs, is_train)
-        # numpy has no bf16: outputs that stayed in bf16 (e.g. the pooler's) go on as float32
+        # numpy has no bf16: outputs that stayed in bf16 (the pooler's, hidden states, attentions) go on as float32
         model_output = output.model_output
         for key, value in list(model_output.items()):
-            if isinstance(value, torch.Tensor) and value.dtype == torch.bfloat16:
-                model_output[key] = value.float()
+            model_output[key] = to_float32(value)
         return output, backprop
 
     return autocast_forward

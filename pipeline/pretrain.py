@@ -40,6 +40,7 @@ WIKI_DOC_RE = re.compile(r"<doc [^>]*>\n(.*?)</doc>", re.S)
 PAD_MULTIPLE = 16  # sequence lengths are padded to buckets: few shapes keep CPU bf16 memory flat
 ROWS_MULTIPLE = 128  # so are the gathered masked positions and pooled words
 CHECKPOINT = "checkpoint/state.pt"
+NOTES_FILES = ("README", "SOURCES", "LICENSE", "LICENCE")  # in text folders these describe the texts: not trained on
 METRICS = "pretrain-metrics.json"
 LOG = "pretrain-log.jsonl"
 
@@ -60,7 +61,7 @@ class PretrainSettings:
     max_steps: int = 0
     batch_size: int = 32
     max_words: int = 64
-    max_pieces: int = 128
+    max_pieces: int = 0  # 0: twice max_words, at least 128 (chunks with more pieces on either side are dropped, and counted)
     lr: float = 5e-4
     warmup: float = 0.05
     mlm_probability: float = 0.15
@@ -87,7 +88,10 @@ def text_files(path: Path) -> List[Path]:
     """The files under `path` (itself if a file), hidden and `_`-prefixed names skipped."""
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+    return sorted(
+        p for p in path.rglob("*")
+        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts) and not p.name.upper().startswith(NOTES_FILES)
+    )
 
 
 def read_text_file(path: Path) -> List[str]:
@@ -256,7 +260,8 @@ class ChunkEncoder:
         t_ids, t_types, t_words = [], [], []
         if self.teacher is not None:
             encoded = self.teacher(segments[0][0], segments[1][0], is_split_into_words=True, truncation=False)
-            t_ids, t_types = encoded["input_ids"], encoded["token_type_ids"]
+            t_ids = encoded["input_ids"]
+            t_types = encoded.get("token_type_ids") or [0] * len(t_ids)
             t_words = [-1 if w is None else w + (len(a_words) if s == 1 else 0) for w, s in zip(encoded.word_ids(), encoded.sequence_ids())]
         if len(s_ids) > self.max_pieces or len(t_ids) > self.max_pieces:
             self.dropped += 1
@@ -273,8 +278,13 @@ def document_order(n_documents: int, seed: int, epoch: int) -> List[int]:
 def chunk_stream(documents: List[str], encoder: ChunkEncoder, seed: int) -> Iterator[Chunk]:
     """Chunks of every document, epoch after epoch, in a fixed order for a seed (resumable)."""
     for epoch in range(10**9):
+        found = 0
         for index in document_order(len(documents), seed, epoch):
-            yield from encoder.chunks(documents[index], random.Random(f"{seed}-{epoch}-{index}"))
+            for chunk in encoder.chunks(documents[index], random.Random(f"{seed}-{epoch}-{index}")):
+                found += 1
+                yield chunk
+        if not found:
+            raise PretrainError("The training texts make no chunk of two segments (documents of one word, or every chunk longer than --max-pieces).")
 
 
 def batch_stream(chunks: Iterator[Chunk], batch_size: int, seed: int, pool_batches: int = 32) -> Iterator[List[Chunk]]:
@@ -354,9 +364,8 @@ def mask_words(batch, n_words: int, probability: float, mask_id: int, vocab_size
     ids, words = batch["s_ids"], batch["s_words"]
     chosen = torch.rand(max(n_words, 1), generator=generator, device="cpu").to(ids.device) < probability
     at = (words >= 0) & chosen[words.clamp(min=0)]
-    if not at.any():  # at least one masked piece per batch
-        first = (words >= 0).nonzero()[0]
-        at[first[0], first[1]] = True
+    if not at.any():  # at least one masked word per batch
+        at = words == words[words >= 0][0]
     targets = ids[at]
     masked = ids.clone()
     roll = torch.rand(targets.shape, generator=generator, device="cpu").to(ids.device)
@@ -533,6 +542,11 @@ def load_teacher(path: Optional[str]):
     return model, tokenizer
 
 
+def local_or_name(name: Optional[str]) -> Optional[str]:
+    """An existing local path made absolute (so a resumed build matches from any folder), else as given."""
+    return str(Path(name).resolve()) if name and Path(name).exists() else name
+
+
 def resolve_teacher(teacher: str) -> Optional[str]:
     if teacher == "none":
         return None
@@ -670,11 +684,11 @@ def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpo
             changed = sorted(k for k, v in settings.resume_key().items() if checkpoint["settings"].get(k) != v)
             raise PretrainError(f"{output} holds a build with other settings ({', '.join(changed)}). Run with the same settings to resume, or --overwrite to start over.")
     # everything that can be wrong with the inputs is found here, before the long work
+    torch.manual_seed(settings.seed)  # the new student's initial weights
     student, tokenizer = load_student(settings)
     teacher, teacher_tokenizer = load_teacher(settings.teacher)
     documents = read_documents(settings.texts, settings.text_column)
-    torch.manual_seed(settings.seed)
-    encoder = ChunkEncoder(tokenizer, teacher_tokenizer, settings.max_words, settings.max_pieces)
+    encoder = ChunkEncoder(tokenizer, teacher_tokenizer, settings.max_words, settings.max_pieces or min(512, max(128, 2 * settings.max_words)))
     # every 100th document is held out for evaluation (the last one, when there are fewer)
     held_ids = {i for i in range(len(documents)) if i % 100 == 99} or {len(documents) - 1}
     held_out = [documents[i] for i in sorted(held_ids)]
@@ -684,7 +698,7 @@ def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpo
         training = documents
     eval_chunks = [c for _, c in zip(range(settings.eval_chunks), (c for i, d in enumerate(held_out) for c in encoder.chunks(d, random.Random(f"eval-{i}"))))]
     if not eval_chunks:
-        raise PretrainError("The texts are too short to make a single chunk of two segments.")
+        raise PretrainError("The held-out texts make no chunk of two segments: the texts are too short, or every chunk has more pieces than --max-pieces.")
     pad_id, teacher_pad = tokenizer.pad_token_id, (teacher_tokenizer.pad_token_id if teacher_tokenizer else 0)
     eval_batches = [collate(eval_chunks[i : i + settings.batch_size], pad_id, teacher_pad, device) for i in range(0, len(eval_chunks), settings.batch_size)]
 
@@ -726,7 +740,10 @@ def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpo
     batches = batch_stream(chunk_stream(training, encoder, settings.seed), settings.batch_size, settings.seed)
     for _ in range(state["step"]):  # resume: replay the data order without the model (tokenizing only)
         next(batches)
-    generator = torch.Generator().manual_seed(settings.seed * 1000 + state["step"])
+    generator = torch.Generator().manual_seed(settings.seed)
+    if checkpoint is not None and "generator" in checkpoint:
+        generator.set_state(checkpoint["generator"])  # the masks (and dropout) go on as if never interrupted
+        torch.set_rng_state(checkpoint["torch_rng"])
     log_path = output / LOG
     output.mkdir(parents=True, exist_ok=True)
     running = Losses()
@@ -735,6 +752,9 @@ def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpo
     bar = tqdm(total=1000, disable=not progress, unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
     bar.update(int(1000 * min(progress_of(state["step"], state["seconds"]), 1.0)))
     trainer.student.train()
+    # the log keeps the lines of the steps the checkpoint holds (none on a fresh start)
+    kept = [line for line in (log_path.read_text(encoding="utf8").splitlines() if checkpoint is not None and log_path.exists() else []) if json.loads(line)["step"] <= state["step"]]
+    log_path.write_text("".join(line + "\n" for line in kept), encoding="utf8")
     with log_path.open("a", encoding="utf8") as log:
         try:
             while progress_of(state["step"], state["seconds"]) < 1.0:
@@ -768,13 +788,13 @@ def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpo
                     bar.n = int(1000 * min(progress_of(state["step"], state["seconds"]), 1.0))
                     bar.refresh()
                 if time.perf_counter() - last_checkpoint >= checkpoint_minutes * 60:
-                    save_checkpoint(checkpoint_path, trainer, {**state, "settings": settings.resume_key()})
+                    save_checkpoint(checkpoint_path, trainer, {**state, "settings": settings.resume_key(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()})
                     last_checkpoint = time.perf_counter()
         except KeyboardInterrupt:
-            save_checkpoint(checkpoint_path, trainer, {**state, "settings": settings.resume_key()})
+            save_checkpoint(checkpoint_path, trainer, {**state, "settings": settings.resume_key(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()})
             raise
     bar.close()
-    save_checkpoint(checkpoint_path, trainer, {**state, "settings": settings.resume_key()})
+    save_checkpoint(checkpoint_path, trainer, {**state, "settings": settings.resume_key(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()})
     heldout = trainer.evaluate(eval_batches, settings.seed)
     from datetime import datetime, timezone
 
@@ -814,6 +834,7 @@ def main(
     max_steps: int = typer.Option(0, help="Stop after this many steps too (0: time budget only)"),
     batch_size: int = typer.Option(32, help="Chunks per step"),
     max_words: int = typer.Option(64, help="Words per chunk (two segments)"),
+    max_pieces: int = typer.Option(0, help="Longest chunk in sub-word pieces on either side; longer ones are dropped and counted (0: twice --max-words, within 128-512)"),
     lr: float = typer.Option(5e-4, help="Peak learning rate (AdamW; 5% warm-up, linear decay to a tenth)"),
     mlm_weight: float = typer.Option(0.5, help="Weight of the MLM loss next to distillation (ramped up from a fifth over the first half)"),
     precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it), bf16 or fp32"),
@@ -828,11 +849,11 @@ def main(
         msg.fail(f"--precision must be auto, bf16 or fp32, not {precision!r}", exits=1)
     settings = PretrainSettings(
         texts=[str(Path(t).resolve()) for t in text], text_column=text_column, spm=str(spm.resolve()) if spm else None,
-        init=init, shape=shape, minutes=minutes, max_steps=max_steps, batch_size=batch_size, max_words=max_words,
+        init=local_or_name(init), shape=shape, minutes=minutes, max_steps=max_steps, batch_size=batch_size, max_words=max_words, max_pieces=max_pieces,
         lr=lr, mlm_weight=mlm_weight, precision=precision, seed=seed, teacher_embeddings=teacher_embeddings,
     )
     try:
-        settings.teacher = resolve_teacher(teacher)
+        settings.teacher = local_or_name(resolve_teacher(teacher))
         metrics = pretrain(output, settings, gpu_id=gpu_id, checkpoint_minutes=checkpoint_minutes, overwrite=overwrite)
     except PretrainError as err:
         msg.fail(str(err), exits=1)

@@ -28,6 +28,7 @@ from albert_srl.components.scoring import SRLCounts, join_continuations, prf
 ARG_LENGTH_BUCKETS = [(1, 1), (2, 2), (3, 4), (5, 7), (8, 12), (13, 10**6)]
 SENT_LENGTH_BUCKETS = [(1, 10), (11, 20), (21, 30), (31, 40), (41, 10**6)]
 NONE = "(none)"
+OTHER = "(other)"  # roles outside the table's most frequent ones
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
 h1{margin-bottom:.2rem}h2{border-bottom:2px solid #ddd;padding-bottom:.3rem;margin-top:2.5rem}
@@ -44,7 +45,7 @@ def bucket_name(bucket: Tuple[int, int]) -> str:
 
 
 def bucket_of(n: int, buckets) -> Tuple[int, int]:
-    return next(b for b in buckets if b[0] <= n <= b[1])
+    return next((b for b in buckets if b[0] <= n <= b[1]), buckets[0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,14 +200,18 @@ def confusion_table(counts: Counter, top: int = 12) -> str:
         if gold != NONE:
             support[gold] += n
     roles = [r for r, _ in support.most_common(top)]
-    columns = roles + [NONE]
+    columns = roles + [OTHER, NONE]
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
     rows = []
     for gold in roles + [NONE]:
-        total = sum(counts[(gold, p)] for p in columns) or 1
+        row = Counter()
+        for (g, p), n in counts.items():
+            if g == gold:
+                row[p if p in roles or p == NONE else OTHER] += n
+        total = sum(row.values()) or 1
         cells = []
         for pred in columns:
-            n = counts[(gold, pred)]
+            n = row[pred]
             share = n / total
             color = f"rgba(34,120,200,{share:.2f})" if gold != pred else f"rgba(40,160,80,{share:.2f})"
             cells.append(f'<td style="background:{color}">{n if n else ""}</td>')
@@ -295,9 +300,9 @@ def evaluation_section(metrics_path: Path, samples: int) -> Tuple[str, Dict]:
         out.append('<div class="grid">' + table(["genre", "srl_f", "predicate F1", "sense acc."], [(k, pct(v["srl_f"]), pct(v["srl_pred_f"]), pct(v["srl_sense_acc"])) for k, v in genres.items()])
                    + bar_plot(list(genres), {"arguments (srl_f)": [100 * v["srl_f"] for v in genres.values()], "predicates": [100 * v["srl_pred_f"] for v in genres.values()]}, "F1 by genre") + "</div>")
     pred_path = metrics_path.with_suffix(".pred.spacy")
-    data = Path(metrics.get("data", ""))
+    data = Path(metrics["data"]) if metrics.get("data") else None
     analyses: Dict = {}
-    if pred_path.exists() and data.exists():
+    if pred_path.exists() and data is not None and data.is_file():
         vocab = spacy.blank("en").vocab
         gold_docs = list(DocBin().from_disk(data).get_docs(vocab))
         pred_docs = list(DocBin().from_disk(pred_path).get_docs(vocab))
@@ -356,8 +361,8 @@ def write_report(output: Path, evals: Sequence[Path], annotations: Optional[Path
         sections.append(body)
         summary.append(info)
     if len(summary) > 1 and all("by_sentence_length" in s for s in summary):
-        labels = list(summary[0]["by_sentence_length"])
-        sections.insert(0, "<h2>Overview</h2>" + line_plot(labels, {s["name"]: [100 * s["by_sentence_length"].get(k, {}).get("f", 0) for k in labels] for s in summary}, "Argument F1 by sentence length", "tokens in the sentence"))
+        labels = [bucket_name(b) for b in SENT_LENGTH_BUCKETS if any(bucket_name(b) in s["by_sentence_length"] for s in summary)]
+        sections.insert(0, "<h2>Overview</h2>" + line_plot(labels, {s["name"]: [100 * s["by_sentence_length"][k]["f"] if k in s["by_sentence_length"] else float("nan") for k in labels] for s in summary}, "Argument F1 by sentence length", "tokens in the sentence"))
     if annotations is not None:
         sections.append(annotation_section(annotations))
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

@@ -25,10 +25,14 @@ def test_bf16_outputs_are_float32_and_close_to_fp32(tiny_albert):
     assert 0 < difference < 0.1 * numpy.abs(fp32).max()  # rounded to bf16, not another model
 
 
+@needs_bf16
 def test_bf16_pipeline_trains_and_round_trips(tiny_albert, mini_corpus, tmp_path):
     import spacy
 
     nlp = make_nlp("srl_trf.cfg", {**TRF_OVERRIDES, **BF16}, tiny_albert)
+    assert nlp.get_pipe("transformer").model._func.__name__ == "autocast_forward"
+    off = make_nlp("srl_trf.cfg", {**TRF_OVERRIDES, **BF16, "components.transformer.model.cpu_bf16": False}, tiny_albert)
+    assert off.get_pipe("transformer").model._func.__name__ == "forward"
     refs = load_refs(mini_corpus)[:2]
     first = train(nlp, refs, steps=1)["srl"]
     last = train(nlp, refs, steps=40)["srl"]
