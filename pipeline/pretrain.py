@@ -784,7 +784,8 @@ def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpo
                     rate = state["words"] / max(state["seconds"], 1e-9)
                     log.write(json.dumps({"step": state["step"], "words": state["words"], "seconds": round(state["seconds"], 1), "lr": learning_rate(p), **{k: round(v, 4) for k, v in means.items()}}) + "\n")
                     log.flush()
-                    bar.set_postfix_str(f"step {state['step']:,} {rate:,.0f} words/s " + " ".join(f"{k} {v:.3f}" for k, v in means.items()))
+                    tokens_rate = state["tokens"] / max(state["seconds"], 1e-9)
+                    bar.set_postfix_str(f"step {state['step']:,} {tokens_rate:,.0f} tokens/s {rate:,.0f} words/s " + " ".join(f"{k} {v:.3f}" for k, v in means.items()))
                     bar.n = int(1000 * min(progress_of(state["step"], state["seconds"]), 1.0))
                     bar.refresh()
                 if time.perf_counter() - last_checkpoint >= checkpoint_minutes * 60:
