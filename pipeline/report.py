@@ -323,18 +323,20 @@ def evaluation_section(metrics_path: Path, samples: int) -> Tuple[str, Dict]:
     return "".join(out), {"name": name, "srl_f": metrics["srl_f"], **analyses}
 
 
-def read_table(folder: Path):
+def read_table(folder: Path, table: str):
+    """One table of an annotate output: the files of the parts its manifest records as finished."""
     import pandas as pd
 
-    if not folder.exists():
-        return pd.DataFrame()
-    files = [p for p in folder.rglob("*.parquet") if not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts)]
+    from albert_srl.pipeline.store import Manifest, Part
+
+    names = Manifest(folder).data.get("parts", {})
+    files = [p for p in (Part("", name, 0, 0).output_path(folder, table) for name in names) if p.exists()]
     return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True) if files else pd.DataFrame()
 
 
 def annotation_section(folder: Path) -> str:
-    documents, predicates = read_table(folder / "documents"), read_table(folder / "predicates")
-    arguments, errors = read_table(folder / "arguments"), read_table(folder / "errors")
+    documents, predicates = read_table(folder, "documents"), read_table(folder, "predicates")
+    arguments, errors = read_table(folder, "arguments"), read_table(folder, "errors")
     if documents.empty:
         return f"<h2>Annotation run</h2><p>No documents table under {esc(folder)}.</p>"
     out = [f"<h2 id=\"annotations\">Annotation run: {esc(folder)}</h2>"]
