@@ -5,7 +5,7 @@ predicate's head token, and each core role (ARG0-ARG5, ARGA) appears at most onc
 where Viterbi yields a core role twice, the better-scoring span stays and the other is dropped.
 """
 import re
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy
 
@@ -57,6 +57,41 @@ def viterbi_bio(log_probs: numpy.ndarray, blocked: Sequence[int] = ()) -> numpy.
     return path
 
 
+def viterbi_bio_batch(log_probs: numpy.ndarray, lengths: Sequence[int], blocked: Sequence[int]) -> numpy.ndarray:
+    """`viterbi_bio` for many predicates at once (the same paths, one numpy pass per position instead
+    of per predicate and position): log_probs (P, L, labels), each row's length, and one position per
+    row forced to O (its predicate; -1 for none). Positions past a row's length are 0."""
+    n_rows, max_len, n_labels = log_probs.shape
+    lengths = numpy.asarray(lengths, dtype=numpy.int64)
+    path = numpy.zeros((n_rows, max_len), dtype="int64")
+    if n_rows == 0 or max_len == 0:
+        return path
+    rows = numpy.arange(n_rows)
+    scores = log_probs.astype("float64").copy()
+    blocked = numpy.asarray(blocked, dtype=numpy.int64)
+    has_block = (blocked >= 0) & (blocked < lengths)
+    scores[rows[has_block], blocked[has_block], 1:] = -numpy.inf
+    begins = numpy.arange(1, n_labels, 2)
+    insides = begins + 1
+    back = numpy.zeros((n_rows, max_len, n_labels), dtype="int64")
+    current = scores[:, 0].copy()
+    current[:, insides] = -numpy.inf
+    for t in range(1, max_len):
+        best_prev = current.argmax(axis=1)
+        new = scores[:, t] + current[rows, best_prev][:, None]
+        back[:, t] = best_prev[:, None]
+        prev_inside = numpy.where(current[:, begins] >= current[:, insides], begins, insides)
+        new[:, insides] = scores[:, t, insides] + numpy.take_along_axis(current, prev_inside, axis=1)
+        back[:, t, insides] = prev_inside
+        current = numpy.where((t < lengths)[:, None], new, current)  # finished rows keep their last column
+    last = numpy.maximum(lengths - 1, 0)
+    path[rows, last] = current.argmax(axis=1)
+    for t in range(max_len - 1, 0, -1):
+        inside = t < lengths
+        path[inside, t - 1] = back[rows[inside], t, path[inside, t]]
+    return path
+
+
 def bio_to_spans(path: Sequence[int]) -> List[Tuple[int, int, int]]:
     """(role index, start, end) spans of a well-formed BIO label-id sequence."""
     spans = []
@@ -71,12 +106,14 @@ def bio_to_spans(path: Sequence[int]) -> List[Tuple[int, int, int]]:
     return spans
 
 
-def decode_arguments(log_probs: numpy.ndarray, roles: Sequence[str], head: int) -> List[Tuple[str, int, int, float]]:
+def decode_arguments(log_probs: numpy.ndarray, roles: Sequence[str], head: int, path: Optional[numpy.ndarray] = None) -> List[Tuple[str, int, int, float]]:
     """Constrained decoding of one predicate: (role, start, end, score) in sentence offsets.
 
-    The score is the mean probability of the chosen labels over the span's tokens.
+    The score is the mean probability of the chosen labels over the span's tokens. `path` is the
+    Viterbi path when `viterbi_bio_batch` has found it already.
     """
-    path = viterbi_bio(log_probs, blocked=[head])
+    if path is None:
+        path = viterbi_bio(log_probs, blocked=[head])
     spans = []
     for role_id, start, end in bio_to_spans(path):
         probs = numpy.exp(log_probs[numpy.arange(start, end), path[start:end]])

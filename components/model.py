@@ -6,7 +6,7 @@ The encoder runs once per document. The head then scores, from the same token ve
   vector, its distance to the token and a predicate-aware BiLSTM over the sentence condition the
   labels on the predicate, instead of re-encoding the sentence per predicate.
 """
-from typing import List
+from typing import List, Optional
 
 import torch
 from thinc.api import Model, PyTorchWrapper_v2
@@ -40,8 +40,9 @@ class SRLHead(nn.Module):
     def senses(self, H: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
         return self.sense_out(H[heads])
 
-    def arguments(self, H: torch.Tensor, heads: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """BIO logits (n_predicates, max_length, n_bio) over each predicate's sentence."""
+    def arguments(self, H: torch.Tensor, heads: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, token_term: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """BIO logits (n_predicates, max_length, n_bio) over each predicate's sentence.
+        `token_term` is `arg_token(H)`, when a caller scoring predicates in chunks has it already."""
         max_len = int(lengths.max()) if len(lengths) else 0
         positions = torch.arange(max_len, device=H.device)
         tokens = starts[:, None] + positions[None, :]  # (P, L) global token index
@@ -51,7 +52,10 @@ class SRLHead(nn.Module):
         pred_h = H[heads][:, None, :]
         offset = (tokens - heads[:, None]).clamp(-self.max_distance, self.max_distance) + self.max_distance
         offset = torch.where(tokens == heads[:, None], torch.full_like(offset, 2 * self.max_distance + 1), offset)
-        pairs = self.pair_norm(self.arg_token(token_h) + self.arg_predicate(pred_h) + self.arg_pair(token_h * pred_h) + self.distance(offset))
+        # the token term once per token, gathered per pair: a sentence's tokens recur for each of its predicates
+        if token_term is None:
+            token_term = self.arg_token(H)
+        pairs = self.pair_norm(token_term[tokens] + self.arg_predicate(pred_h) + self.arg_pair(token_h * pred_h) + self.distance(offset))
         if self.lstm is not None:
             packed = nn.utils.rnn.pack_padded_sequence(pairs, lengths.cpu(), batch_first=True, enforce_sorted=False)
             out, _ = self.lstm(packed)

@@ -19,7 +19,7 @@ from spacy.util import from_disk as util_from_disk, registry
 from spacy.vocab import Vocab
 from thinc.api import Adam, Config, Model, Optimizer, torch2xp, xp2torch
 
-from albert_srl.components.decoding import bio_labels, decode_arguments, spans_to_bio
+from albert_srl.components.decoding import bio_labels, decode_arguments, spans_to_bio, viterbi_bio_batch
 from albert_srl.components.frames import PREDICATE_TYPES, FrameSpec, frame_specs, project_specs, same_tokens, set_frames
 from albert_srl.components.model import build_head, head_module
 from albert_srl.components.scoring import score_srl
@@ -176,11 +176,15 @@ class SemanticRoleLabeler(TrainablePipe):
             lengths_t = torch.tensor([e - s for s, e in windows], dtype=torch.long)
             sense_logits = module.senses(H, heads_t).float().cpu().numpy()
             # predicates in chunks: memory stays bounded however many a batch holds
-            arg_log_probs = []
+            arg_log_probs, paths = [], []
+            token_term = module.arg_token(H)
             for c in range(0, len(heads), self.predicate_chunk):
                 chunk = slice(c, c + self.predicate_chunk)
-                logits = module.arguments(H, heads_t[chunk], starts_t[chunk], lengths_t[chunk]).float()
-                arg_log_probs.extend(torch.log_softmax(logits, dim=-1).cpu().numpy())
+                logits = module.arguments(H, heads_t[chunk], starts_t[chunk], lengths_t[chunk], token_term).float()
+                log_probs = torch.log_softmax(logits, dim=-1).cpu().numpy()
+                # constrained Viterbi for the whole chunk at once: per-predicate numpy loops cost more
+                paths.extend(viterbi_bio_batch(log_probs, lengths_t[chunk].numpy(), (heads_t[chunk] - starts_t[chunk]).numpy()))
+                arg_log_probs.extend(log_probs)
         for k, head in enumerate(heads):
             d = doc_of[k]
             doc = docs[d]
@@ -191,7 +195,7 @@ class SemanticRoleLabeler(TrainablePipe):
             sense = self._choose_sense(doc[local].lower_, sense_logits[k])
             arguments = [
                 (role, s + start - offsets[d], e + start - offsets[d], score)
-                for role, s, e, score in decode_arguments(arg_log_probs[k][: end - start], self.roles, head - start)
+                for role, s, e, score in decode_arguments(arg_log_probs[k][: end - start], self.roles, head - start, path=paths[k][: end - start])
             ]
             results[d].append((local, PREDICATE_LABELS[type_id], sense, float(1.0 - probs[0]), arguments))
         return results

@@ -12,7 +12,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import pyarrow.dataset as ds
 import typer
@@ -77,13 +77,43 @@ def pipe_child(model: str, store: Path, result: Path, batch_size: int = 32) -> N
     result.write_text(json.dumps({"docs": len(texts), "words": words, "seconds": seconds, "words_per_s": words / seconds}))
 
 
-@app.command("floor-child", hidden=True)
-def floor_child(model: str, corpus: Path, result: Path, only: str = "", batch_size: int = 32, repeats: int = 2) -> None:
-    """(internal) words/s of the pipeline, or of the components in ONLY (comma-separated)."""
+PRECISIONS = ("as-trained", "fp32", "bf16")
+
+
+def precision_overrides(precision: str) -> Dict:
+    """Config overrides that run a pipeline's encoder in fp32 or under CPU bf16 autocast
+    (albert_srl.TransformerModel.v1 loads a TransformerModel.v3 pipeline's weights unchanged)."""
+    return {"components.transformer.model.@architectures": "albert_srl.TransformerModel.v1", "components.transformer.model.cpu_bf16": precision == "bf16", "components.transformer.model.cpu_int8": False}
+
+
+def load_pipeline(model: str, precision: str = "as-trained"):
+    """A trained pipeline, as trained or with its encoder forced to fp32 or bf16 autocast."""
     import spacy
+
+    from albert_srl.components.transformer import cpu_bf16_supported
+
+    if precision == "as-trained":
+        return spacy.load(model)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "bf16" and not cpu_bf16_supported():
+        raise RuntimeError("this CPU has no bf16 support (AVX512-BF16 or AMX)")
+    return spacy.load(model, config=precision_overrides(precision))
+
+
+def count_frames(docs) -> Dict:
+    """Predicates and arguments a pipeline wrote (a random head's count says how much work its SRL head did)."""
+    predicates = sum(len(doc.spans["srl_predicates"]) for doc in docs if "srl_predicates" in doc.spans)
+    arguments = sum(len(doc.spans["srl_arguments"]) for doc in docs if "srl_arguments" in doc.spans)
+    return {"predicates": predicates, "arguments": arguments}
+
+
+@app.command("floor-child", hidden=True)
+def floor_child(model: str, corpus: Path, result: Path, only: str = "", batch_size: int = 32, repeats: int = 2, precision: str = "as-trained") -> None:
+    """(internal) words/s of the pipeline, or of the components in ONLY (comma-separated)."""
     from spacy.tokens import DocBin
 
-    nlp = spacy.load(model)
+    nlp = load_pipeline(model, precision)
     texts = [doc.text for doc in DocBin().from_disk(corpus).get_docs(nlp.vocab)]
     names = only.split(",") if only else nlp.pipe_names
     list(nlp.pipe(texts[:8]))  # warm up
@@ -91,9 +121,10 @@ def floor_child(model: str, corpus: Path, result: Path, only: str = "", batch_si
     with nlp.select_pipes(enable=names):
         for _ in range(repeats):
             started = time.perf_counter()
-            words = sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size))
+            docs = list(nlp.pipe(texts, batch_size=batch_size))
             best = min(best, time.perf_counter() - started)
-    result.write_text(json.dumps({"components": names, "words": words, "seconds": best, "words_per_s": words / best}))
+    words = sum(len(doc) for doc in docs)
+    result.write_text(json.dumps({"components": names, "precision": precision, "words": words, "seconds": best, "words_per_s": words / best, **count_frames(docs)}))
 
 
 @app.command("floor")
@@ -192,15 +223,16 @@ def dask_benchmark(
 
 
 @app.command("per-predicate-child", hidden=True)
-def per_predicate_child(model: str, corpus: Path, result: Path, batch_size: int = 32) -> None:
+def per_predicate_child(model: str, corpus: Path, result: Path, batch_size: int = 32, precision: str = "as-trained") -> None:
     """(internal) The per-predicate design's encoder cost: one forward pass per predicate."""
     import spacy
     import torch
     from spacy.tokens import DocBin
 
     from albert_srl.components.frames import frame_specs
+    from albert_srl.components.transformer import cpu_precision
 
-    nlp = spacy.load(model)
+    nlp = load_pipeline(model, precision)
     trf = nlp.get_pipe("transformer").model
     encoder, tokenizer = trf.transformer.eval(), trf.tokenizer
     refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
@@ -214,15 +246,17 @@ def per_predicate_child(model: str, corpus: Path, result: Path, batch_size: int 
         inputs = tokenizer([s for s, _ in batch], [p for _, p in batch], padding=True, truncation="only_first", max_length=512, return_tensors="pt")
         encoder(**inputs)
 
-    # the same precision as the pipeline's transformer (bf16 under albert_srl.TransformerModel.v1 on capable CPUs)
-    bf16 = getattr(trf._func, "__name__", "") == "autocast_forward"
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    # the same precision as the pipeline's transformer (albert_srl.TransformerModel.v1: bf16 or int8 on CPUs)
+    precision = cpu_precision(trf)
+    if precision == "int8":
+        encoder = torch.ao.quantization.quantize_dynamic(encoder, {torch.nn.Linear}, dtype=torch.qint8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         encode(pairs[:batch_size])  # warm up
         started = time.perf_counter()
         for i in range(0, len(pairs), batch_size):
             encode(pairs[i : i + batch_size])
         seconds = time.perf_counter() - started
-    result.write_text(json.dumps({"sequences": len(pairs), "docs": len(refs), "words": words, "seconds": seconds, "words_per_s": words / seconds}))
+    result.write_text(json.dumps({"precision": precision, "sequences": len(pairs), "docs": len(refs), "words": words, "seconds": seconds, "words_per_s": words / seconds}))
 
 
 @app.command("per-predicate")
@@ -230,19 +264,20 @@ def per_predicate_benchmark(
     model: str = typer.Argument(..., help="Trained pipeline folder"),
     corpus: Path = typer.Argument(..., help="A .spacy corpus with gold frames (corpus/ewt/dev.spacy)"),
     output: Path = typer.Argument(..., help="JSON file to write"),
+    precision: str = typer.Option("as-trained", help=f"The encoder's precision on both sides: {', '.join(PRECISIONS)}"),
 ) -> None:
     """This design (the encoder once per document, the whole pipeline) against the per-predicate
     design (AllenNLP SRL-BERT, transformer-srl: one encoder pass per predicate), same encoder and texts."""
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r.json"
-        for name, command in (("this pipeline (encoder once per document)", ["floor-child", model, str(corpus), str(path)]), ("per-predicate encoder passes", ["per-predicate-child", model, str(corpus), str(path)])):
+        for name, command in (("this pipeline (encoder once per document)", ["floor-child", model, str(corpus), str(path), "--precision", precision]), ("per-predicate encoder passes", ["per-predicate-child", model, str(corpus), str(path), "--precision", precision])):
             msg.info(name)
             runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", *command])
             runs[name].update(json.loads(path.read_text()))
     ours, theirs = runs.values()
     ratio = ours["words_per_s"] / theirs["words_per_s"]
-    result = {"machine": machine(), "model": model, "corpus": str(corpus), "runs": runs, "speedup_vs_per_predicate": ratio}
+    result = {"machine": machine(), "model": model, "corpus": str(corpus), "precision": precision, "runs": runs, "speedup_vs_per_predicate": ratio}
     rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()]
     write_report(output, result, rows, ("run", "words", "words/s", "peak RSS MB"))
     msg.good(f"this pipeline / per-predicate design: {ratio:.2f}x ({theirs['sequences']:,} encoder sequences for {theirs['docs']:,} documents) -> {output}")
@@ -348,7 +383,7 @@ def build_roberta_reference(folder: Path, texts: List[str]) -> Path:
 
 
 @app.command("trf-reference-child", hidden=True)
-def trf_reference_child(corpus: Path, result: Path, batch_size: int = 32, repeats: int = 2) -> None:
+def trf_reference_child(corpus: Path, result: Path, batch_size: int = 32, repeats: int = 2, precision: str = "fp32") -> None:
     """(internal) words/s of an en_core_web_trf-shaped pipeline: roberta-base + tagger, parser, ner."""
     import spacy
     from spacy.tokens import DocBin
@@ -362,6 +397,8 @@ def trf_reference_child(corpus: Path, result: Path, batch_size: int = 32, repeat
         folder = build_roberta_reference(Path(tmp) / "roberta-base-random", texts)
         config = Config().from_str(TRF_REFERENCE_CONFIG)
         config["components"]["transformer"]["model"]["name"] = str(folder)
+        for key, value in precision_overrides(precision).items():
+            config["components"]["transformer"]["model"][key.rsplit(".", 1)[1]] = value
         nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
         for label in DEP_LABELS:
             nlp.get_pipe("parser").add_label(label)
@@ -379,7 +416,26 @@ def trf_reference_child(corpus: Path, result: Path, batch_size: int = 32, repeat
             started = time.perf_counter()
             words = sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size))
             best = min(best, time.perf_counter() - started)
-    result.write_text(json.dumps({"components": nlp.pipe_names, "words": words, "seconds": best, "words_per_s": words / best}))
+    result.write_text(json.dumps({"components": nlp.pipe_names, "precision": precision, "words": words, "seconds": best, "words_per_s": words / best}))
+
+
+@app.command("albert-base-child", hidden=True)
+def albert_base_child(config_path: Path, spm: Path, corpus: Path, output: Path, n_docs: int = 50) -> None:
+    """(internal) An SRL pipeline of CONFIG_PATH's shape (configs/srl_trf_gpu.cfg: albert-base-v2)
+    with a random encoder and head, its labels set up from the first N_DOCS documents of CORPUS."""
+    import spacy
+    from spacy.tokens import DocBin
+    from spacy.training import Example
+
+    from albert_srl.pipeline.encoder import build_random_albert
+
+    encoder = build_random_albert(output.parent / "albert-base-random", spm, shape="base")
+    overrides = {"paths.encoder": str(encoder), "components.transformer.model.mixed_precision": False, **precision_overrides("fp32")}
+    nlp = spacy.util.load_model_from_config(spacy.util.load_config(config_path, overrides=overrides), auto_fill=True, validate=True)
+    refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))[:n_docs]
+    examples = [Example(nlp.make_doc(ref.text), ref) for ref in refs]
+    nlp.initialize(lambda: examples)
+    nlp.to_disk(output)
 
 
 @app.command("trf-reference")
@@ -387,47 +443,73 @@ def trf_reference_benchmark(
     corpus: Path = typer.Argument(..., help="A .spacy corpus whose texts are annotated (corpus/ewt/dev.spacy)"),
     output: Path = typer.Argument(..., help="JSON file to write"),
     model: List[str] = typer.Option([], "--model", help="SRL pipelines to compare (repeat); each is named by its folder"),
+    albert_base_config: Optional[Path] = typer.Option(None, help="Also measure a random SRL pipeline of this config's shape (configs/srl_trf_gpu.cfg: albert-base-v2); needs --spm"),
+    spm: Optional[Path] = typer.Option(None, help="ALBERT's SentencePiece model, for --albert-base-config"),
+    precisions: str = typer.Option("fp32,bf16", help="Comma-separated encoder precisions (fp32, bf16); every pipeline, the reference included, runs at each; bf16 is skipped on CPUs without it"),
 ) -> None:
     """SRL pipelines against a roberta-base-shaped spaCy transformer pipeline (the architecture of
-    en_core_web_trf: roberta-base + tagger, parser, ner; random weights) on the same texts."""
+    en_core_web_trf: roberta-base + tagger, parser, ner; random weights) on the same texts, each
+    ratio taken at the same encoder precision."""
+    from albert_srl.components.transformer import cpu_bf16_supported
+
+    wanted = [p for p in precisions.split(",") if p]
+    if not wanted or any(p not in ("fp32", "bf16") for p in wanted):
+        msg.fail(f"--precisions takes fp32 and/or bf16, not {precisions!r}", exits=1)
+    if albert_base_config is not None and spm is None:
+        msg.fail("--albert-base-config needs --spm (ALBERT's SentencePiece model)", exits=1)
+    if "bf16" in wanted and not cpu_bf16_supported():
+        msg.warn("This CPU has no bf16 support (AVX512-BF16 or AMX): measuring fp32 only")
+        wanted = [p for p in wanted if p != "bf16"] or ["fp32"]
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r.json"
-        commands = {"roberta-base + tagger, parser, ner (en_core_web_trf shape)": ["trf-reference-child", str(corpus), str(path)]}
-        commands.update({f"SRL pipeline {m}": ["floor-child", m, str(corpus), str(path)] for m in model})
-        for name, command in commands.items():
-            msg.info(name)
-            runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", *command])
-            runs[name].update(json.loads(path.read_text()))
-    reference = next(iter(runs.values()))
-    for r in runs.values():
-        r["vs_reference"] = r["words_per_s"] / reference["words_per_s"]
-    result = {"machine": machine(), "corpus": str(corpus), "runs": runs}
-    rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['vs_reference']:.2f}x", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()]
-    write_report(output, result, rows, ("run", "words", "words/s", "vs reference", "peak RSS MB"))
+        models = {f"SRL pipeline {m}": m for m in model}
+        if albert_base_config is not None:
+            folder = Path(tmp) / "albert-base-srl"
+            msg.info(f"Building a random SRL pipeline of {albert_base_config}'s shape")
+            run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "albert-base-child", str(albert_base_config), str(spm), str(corpus), str(folder)])
+            models[f"SRL pipeline, albert-base-v2 shape ({albert_base_config.name}), random weights"] = str(folder)
+        for precision in wanted:
+            commands = {"roberta-base + tagger, parser, ner (en_core_web_trf shape)": ["trf-reference-child", str(corpus), str(path), "--precision", precision]}
+            commands.update({name: ["floor-child", m, str(corpus), str(path), "--precision", precision] for name, m in models.items()})
+            for name, command in commands.items():
+                msg.info(f"{name}, {precision}")
+                run = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", *command])
+                run.update(json.loads(path.read_text()))
+                runs[f"{name} [{precision}]"] = run
+            reference = runs[f"{next(iter(commands))} [{precision}]"]
+            for name in commands:
+                runs[f"{name} [{precision}]"]["vs_reference"] = runs[f"{name} [{precision}]"]["words_per_s"] / reference["words_per_s"]
+    import spacy
+    from spacy.tokens import DocBin
+
+    # a random head's predicate count against the corpus's: how much work its SRL head did
+    gold = count_frames(DocBin().from_disk(corpus).get_docs(spacy.blank("en").vocab))
+    result = {"machine": machine(), "corpus": str(corpus), "precisions": wanted, "gold_frames": gold, "runs": runs}
+    rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['vs_reference']:.2f}x", f"{r.get('predicates', '-'):,}" if "predicates" in r else "-", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()]
+    write_report(output, result, rows, ("run", "words", "words/s", "vs reference", "predicates", "peak RSS MB"))
+    msg.good(f"{gold['predicates']:,} gold predicates in {corpus} -> {output}")
 
 
 SPEED_OPTIONS = ("fp32", "bf16", "int8", "length-sorted")
 
 
 def load_with_option(model: str, option: str):
-    """The pipeline with one speed option applied (fp32 = as trained)."""
+    """The pipeline with one speed option applied (fp32 = neither bf16 nor int8)."""
     import spacy
-    import torch
 
     from albert_srl.components.transformer import cpu_bf16_supported
 
-    # every option starts from fp32, whichever transformer architecture the pipeline was trained with
-    overrides = {"components.transformer.model.@architectures": "albert_srl.TransformerModel.v1", "components.transformer.model.cpu_bf16": option == "bf16"}
+    # every option starts from the same weights, whichever transformer architecture the pipeline was trained with
+    overrides = {
+        "components.transformer.model.@architectures": "albert_srl.TransformerModel.v1",
+        "components.transformer.model.cpu_bf16": option == "bf16",
+        # dynamic int8 quantization of the encoder's linear layers (weights int8, activations quantized on the fly)
+        "components.transformer.model.cpu_int8": option == "int8",
+    }
     if option == "bf16" and not cpu_bf16_supported():
         raise RuntimeError("this CPU has no bf16 support (AVX512-BF16 or AMX)")
-    nlp = spacy.load(model, config=overrides)
-    if option == "int8":
-        # dynamic int8 quantization of the encoder's linear layers (weights int8, activations quantized on the fly)
-        shim = nlp.get_pipe("transformer").model.layers[0].shims[0]
-        quantized = torch.ao.quantization.quantize_dynamic(shim._model, {torch.nn.Linear}, dtype=torch.qint8)
-        shim._model = shim._hfmodel.transformer = quantized
-    return nlp
+    return spacy.load(model, config=overrides)
 
 
 @app.command("option-child", hidden=True)

@@ -1,38 +1,54 @@
-"""albert_srl.TransformerModel.v1: spacy-transformers' model with bf16 autocast on capable CPUs."""
+"""albert_srl.TransformerModel.v1: spacy-transformers' model with bf16 autocast on capable CPUs and
+int8 prediction elsewhere."""
 import numpy
 import pytest
 
-from albert_srl.components.transformer import cpu_bf16_supported
+from albert_srl.components.transformer import cpu_bf16_supported, cpu_precision
 
 from conftest import TRF_OVERRIDES, load_refs, make_nlp, train
 
-BF16 = {"components.transformer.model.@architectures": "albert_srl.TransformerModel.v1"}
+HEAD = {"components.srl.model.hidden_width": 128}
+BF16 = {**TRF_OVERRIDES, "components.transformer.model.cpu_bf16": True}
+INT8 = {**TRF_OVERRIDES, "components.transformer.model.cpu_int8": True}
 needs_bf16 = pytest.mark.skipif(not cpu_bf16_supported(), reason="this CPU has no AVX512-BF16 or AMX: the architecture runs in fp32")
 TEXT = "John gave Mary the book yesterday. She didn't look it up, which surprised him."
 
 
+def trf_tensor(nlp, text=TEXT):
+    data = nlp(text)._.trf_data
+    assert all(v.dtype == numpy.float32 for v in data.model_output.values())
+    return data.tensors[0]
+
+
+def shim_of(nlp):
+    return nlp.get_pipe("transformer").model.layers[0].shims[0]
+
+
+def test_default_config_runs_a_speed_option(tiny_albert):
+    """The shipped configs turn on bf16 where the CPU has it, int8 prediction elsewhere."""
+    for config in ("srl_trf.cfg", "srl_trf_gpu.cfg"):
+        nlp = make_nlp(config, {**HEAD, "components.transformer.model.mixed_precision": False}, tiny_albert)
+        assert cpu_precision(nlp.get_pipe("transformer").model) == ("bf16" if cpu_bf16_supported() else "int8")
+    assert cpu_precision(make_nlp("srl_trf.cfg", TRF_OVERRIDES, tiny_albert).get_pipe("transformer").model) == "fp32"
+
+
 @needs_bf16
 def test_bf16_outputs_are_float32_and_close_to_fp32(tiny_albert):
-    docs = {}
-    for name, overrides in (("fp32", {}), ("bf16", BF16)):
-        nlp = make_nlp("srl_trf.cfg", {**TRF_OVERRIDES, **overrides}, tiny_albert)
+    tensors = {}
+    for name, overrides in (("fp32", TRF_OVERRIDES), ("bf16", BF16)):
+        nlp = make_nlp("srl_trf.cfg", overrides, tiny_albert)
         nlp.initialize()
-        docs[name] = nlp(TEXT)._.trf_data
-    for data in docs.values():
-        assert all(v.dtype == numpy.float32 for v in data.model_output.values())
-    fp32, bf16 = docs["fp32"].tensors[0], docs["bf16"].tensors[0]
-    difference = numpy.abs(fp32 - bf16).max()
-    assert 0 < difference < 0.1 * numpy.abs(fp32).max()  # rounded to bf16, not another model
+        tensors[name] = trf_tensor(nlp)
+    difference = numpy.abs(tensors["fp32"] - tensors["bf16"]).max()
+    assert 0 < difference < 0.1 * numpy.abs(tensors["fp32"]).max()  # rounded to bf16, not another model
 
 
 @needs_bf16
 def test_bf16_pipeline_trains_and_round_trips(tiny_albert, mini_corpus, tmp_path):
     import spacy
 
-    nlp = make_nlp("srl_trf.cfg", {**TRF_OVERRIDES, **BF16}, tiny_albert)
-    assert nlp.get_pipe("transformer").model._func.__name__ == "autocast_forward"
-    off = make_nlp("srl_trf.cfg", {**TRF_OVERRIDES, **BF16, "components.transformer.model.cpu_bf16": False}, tiny_albert)
-    assert off.get_pipe("transformer").model._func.__name__ == "forward"
+    nlp = make_nlp("srl_trf.cfg", BF16, tiny_albert)
+    assert cpu_precision(nlp.get_pipe("transformer").model) == "bf16"
     refs = load_refs(mini_corpus)[:2]
     first = train(nlp, refs, steps=1)["srl"]
     last = train(nlp, refs, steps=40)["srl"]
@@ -42,3 +58,40 @@ def test_bf16_pipeline_trains_and_round_trips(tiny_albert, mini_corpus, tmp_path
     assert loaded.config["components"]["transformer"]["model"]["@architectures"] == "albert_srl.TransformerModel.v1"
     a, b = nlp(TEXT), loaded(TEXT)
     assert [(s.start, s.end, s.label_) for s in a.spans["srl_arguments"]] == [(s.start, s.end, s.label_) for s in b.spans["srl_arguments"]]
+
+
+def test_int8_predicts_close_to_fp32_and_keeps_fp32_weights(tiny_albert):
+    import torch
+
+    tensors = {}
+    for name, overrides in (("fp32", TRF_OVERRIDES), ("int8", INT8)):
+        nlp = make_nlp("srl_trf.cfg", overrides, tiny_albert)
+        nlp.initialize()
+        tensors[name] = trf_tensor(nlp)
+    assert cpu_precision(nlp.get_pipe("transformer").model) == "int8"
+    difference = numpy.abs(tensors["fp32"] - tensors["int8"]).max()
+    assert 0 < difference < 0.1 * numpy.abs(tensors["fp32"]).max()  # quantized, not another model
+    # the int8 copy is only swapped in for the prediction: training and serialization see fp32 Linear layers
+    encoder = shim_of(nlp)._model
+    assert any(type(m) is torch.nn.Linear for m in encoder.modules())
+    assert not any("packed" in key for key in encoder.state_dict())
+
+
+def test_int8_copy_follows_training_and_round_trips(tiny_albert, mini_corpus, tmp_path):
+    """A stale int8 copy would go on predicting with the weights it was made from."""
+    import spacy
+
+    nlp = make_nlp("srl_trf.cfg", INT8, tiny_albert)
+    refs = load_refs(mini_corpus)[:2]
+    train(nlp, refs, steps=1)
+    before = trf_tensor(nlp)  # makes the int8 copy of the weights after one step
+    losses = train(nlp, refs, steps=30)
+    assert losses["srl"] > 0
+    after = trf_tensor(nlp)
+    nlp.to_disk(tmp_path / "model")
+    fp32 = spacy.load(tmp_path / "model", config={"components.transformer.model.cpu_int8": False})
+    reference = trf_tensor(fp32)
+    assert numpy.abs(after - reference).max() < numpy.abs(before - reference).max()
+    int8 = spacy.load(tmp_path / "model")
+    assert cpu_precision(int8.get_pipe("transformer").model) == "int8"
+    numpy.testing.assert_allclose(trf_tensor(int8), after, atol=1e-5)

@@ -1,0 +1,70 @@
+"""Constrained decoding: well-formed BIO paths, the predicate never inside an argument, one span per
+core role; the batched Viterbi finds exactly the per-predicate paths."""
+import itertools
+
+import numpy
+
+from albert_srl.components.decoding import bio_labels, bio_to_spans, decode_arguments, spans_to_bio, viterbi_bio, viterbi_bio_batch
+
+
+def well_formed(path) -> bool:
+    """I-r only after B-r or I-r of the same role."""
+    previous = 0
+    for label in path:
+        if label and label % 2 == 0 and (previous == 0 or (previous + 1) // 2 != label // 2):
+            return False
+        previous = label
+    return True
+
+
+def random_log_probs(rng, length, n_labels):
+    logits = rng.normal(size=(length, n_labels)) * 3
+    return logits - numpy.log(numpy.exp(logits).sum(axis=1, keepdims=True))
+
+
+def test_viterbi_finds_the_best_well_formed_path_exhaustively():
+    rng = numpy.random.default_rng(0)
+    n_labels, length = 5, 4  # O, B-/I- of two roles
+    for _ in range(30):
+        log_probs = random_log_probs(rng, length, n_labels)
+        blocked = int(rng.integers(length))
+        candidates = [p for p in itertools.product(range(n_labels), repeat=length) if well_formed(p) and p[blocked] == 0]
+        best = max(candidates, key=lambda p: log_probs[numpy.arange(length), list(p)].sum())
+        assert viterbi_bio(log_probs, blocked=[blocked]).tolist() == list(best)
+
+
+def test_batched_viterbi_equals_one_at_a_time():
+    rng = numpy.random.default_rng(1)
+    n_labels = 1 + 2 * 6
+    lengths = [1, 2, 7, 30, 13, 30, 4]
+    log_probs = numpy.stack([numpy.pad(random_log_probs(rng, n, n_labels), ((0, 30 - n), (0, 0)), constant_values=0.0) for n in lengths])
+    blocked = [0, -1, 3, 29, 12, 0, 2]
+    paths = viterbi_bio_batch(log_probs, lengths, blocked)
+    for k, n in enumerate(lengths):
+        expected = viterbi_bio(log_probs[k, :n], blocked=[blocked[k]] if blocked[k] >= 0 else [])
+        assert paths[k, :n].tolist() == expected.tolist()
+        assert not paths[k, n:].any()
+    assert viterbi_bio_batch(log_probs[:0], [], []).shape == (0, 30)
+
+
+def test_decoding_keeps_the_better_of_two_core_spans_and_never_covers_the_predicate():
+    roles = ["ARG0", "ARG1", "ARGM-TMP"]
+    labels = bio_labels(roles)
+    # tokens: 0-1 ARG0, 2 predicate (the model wants it inside ARG0: blocked), 3 ARG0 again (weaker), 4 TMP, 5 TMP
+    wanted = ["B-ARG0", "I-ARG0", "I-ARG0", "B-ARG0", "B-ARGM-TMP", "B-ARGM-TMP"]
+    confidence = [0.9, 0.9, 0.9, 0.6, 0.8, 0.8]
+    probs = numpy.full((6, len(labels)), 0.01)
+    for t, (label, p) in enumerate(zip(wanted, confidence)):
+        probs[t, labels.index(label)] = p
+    probs /= probs.sum(axis=1, keepdims=True)
+    arguments = decode_arguments(numpy.log(probs), roles, head=2)
+    assert [(r, s, e) for r, s, e, _ in arguments] == [("ARG0", 0, 2), ("ARGM-TMP", 4, 5), ("ARGM-TMP", 5, 6)]
+    assert all(not (s <= 2 < e) for _, s, e, _ in arguments)
+    assert all(0 < score <= 1 for *_, score in arguments)
+
+
+def test_bio_round_trip():
+    spans = [(0, 0, 2), (2, 3, 4), (1, 5, 8)]
+    path = spans_to_bio(9, spans)
+    assert well_formed(path)
+    assert bio_to_spans(path) == spans
