@@ -67,9 +67,9 @@ def make_srl_scorer():
 class SemanticRoleLabeler(TrainablePipe):
     """Predicates (verbal, nominal, adjectival), senses and arguments, from one encoding per doc."""
 
-    # predicates scored at once: the argument scorer holds several (chunk, window, hidden) tensors,
-    # so this bounds peak memory (256 cost ~+400 MB on long documents)
-    predicate_chunk = 64
+    # padded (predicate, token) pairs scored at once: the argument scorer holds several (chunk,
+    # window, hidden) tensors, so this bounds peak memory (64 predicates x 128-token windows)
+    chunk_pairs = 8192
 
     def __init__(self, vocab: Vocab, model: Model, name: str = "srl", *, max_window: int = 128, head_learn_rate: float = 0.002, scorer: Optional[Callable] = score_srl):
         self.vocab = vocab
@@ -175,16 +175,18 @@ class SemanticRoleLabeler(TrainablePipe):
             starts_t = torch.tensor([s for s, _ in windows], dtype=torch.long)
             lengths_t = torch.tensor([e - s for s, e in windows], dtype=torch.long)
             sense_logits = module.senses(H, heads_t).float().cpu().numpy()
-            # predicates in chunks: memory stays bounded however many a batch holds
-            arg_log_probs, paths = [], []
+            # predicates in chunks of similar window length (little padding for the linear layers),
+            # each at most `chunk_pairs` padded pairs: memory stays bounded however many a batch holds
+            arg_log_probs, paths = [None] * len(heads), [None] * len(heads)
             token_term = module.arg_token(H)
-            for c in range(0, len(heads), self.predicate_chunk):
-                chunk = slice(c, c + self.predicate_chunk)
-                logits = module.arguments(H, heads_t[chunk], starts_t[chunk], lengths_t[chunk], token_term).float()
+            for chunk in self._length_sorted_chunks(lengths_t.numpy()):
+                chunk_t = torch.from_numpy(chunk)
+                logits = module.arguments(H, heads_t[chunk_t], starts_t[chunk_t], lengths_t[chunk_t], token_term).float()
                 log_probs = torch.log_softmax(logits, dim=-1).cpu().numpy()
                 # constrained Viterbi for the whole chunk at once: per-predicate numpy loops cost more
-                paths.extend(viterbi_bio_batch(log_probs, lengths_t[chunk].numpy(), (heads_t[chunk] - starts_t[chunk]).numpy()))
-                arg_log_probs.extend(log_probs)
+                chunk_paths = viterbi_bio_batch(log_probs, lengths_t[chunk_t].numpy(), (heads_t[chunk_t] - starts_t[chunk_t]).numpy())
+                for row, k in enumerate(chunk.tolist()):
+                    arg_log_probs[k], paths[k] = log_probs[row], chunk_paths[row]
         for k, head in enumerate(heads):
             d = doc_of[k]
             doc = docs[d]
@@ -199,6 +201,17 @@ class SemanticRoleLabeler(TrainablePipe):
             ]
             results[d].append((local, PREDICATE_LABELS[type_id], sense, float(1.0 - probs[0]), arguments))
         return results
+
+    def _length_sorted_chunks(self, lengths: numpy.ndarray) -> List[numpy.ndarray]:
+        """Predicate indices by window length, cut into chunks of at most `chunk_pairs` padded pairs."""
+        order = numpy.argsort(lengths, kind="stable")
+        chunks, start = [], 0
+        for end in range(1, len(order) + 1):
+            # lengths ascend, so the chunk's padded size is its count times its last length
+            if end == len(order) or (end + 1 - start) * max(int(lengths[order[end]]), 1) > self.chunk_pairs:
+                chunks.append(order[start:end])
+                start = end
+        return chunks
 
     def _choose_sense(self, form: str, logits: numpy.ndarray) -> str:
         """The best-scoring roleset among those seen with this word form; `<form>.01` if none."""

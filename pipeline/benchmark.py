@@ -132,6 +132,7 @@ def floor_benchmark(
     model: str = typer.Argument(..., help="Trained pipeline folder"),
     corpus: Path = typer.Argument(..., help="A .spacy corpus whose texts are annotated (e.g. corpus/ewt/dev.spacy)"),
     output: Path = typer.Argument(..., help="JSON file to write"),
+    precision: str = typer.Option("as-trained", help=f"The encoder's precision: {', '.join(PRECISIONS)}"),
 ) -> None:
     """The whole pipeline (transformer + senter + srl) against the transformer alone: the floor of
     this design, since the encoder runs once per document and the rest reads its outputs."""
@@ -140,10 +141,10 @@ def floor_benchmark(
         for name, only in (("transformer alone", "transformer"), ("whole pipeline", "")):
             msg.info(name)
             path = Path(tmp) / "r.json"
-            runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "floor-child", model, str(corpus), str(path), "--only", only])
+            runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "floor-child", model, str(corpus), str(path), "--only", only, "--precision", precision])
             runs[name].update(json.loads(path.read_text()))
     ratio = runs["whole pipeline"]["words_per_s"] / runs["transformer alone"]["words_per_s"]
-    result = {"machine": machine(), "model": model, "corpus": str(corpus), "runs": runs, "pipeline_vs_transformer": ratio}
+    result = {"machine": machine(), "model": model, "corpus": str(corpus), "precision": precision, "runs": runs, "pipeline_vs_transformer": ratio}
     rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()]
     write_report(output, result, rows, ("run", "words", "words/s", "peak RSS MB"))
     msg.good(f"whole pipeline / transformer alone: {ratio:.3f} -> {output}")

@@ -172,3 +172,19 @@ def test_configs_are_valid(name):
     assert filled["components"]["srl"]["factory"] == "srl"
     if "transformer" in filled["components"]:
         assert filled["components"]["transformer"]["model"]["tokenizer_config"] == {"use_fast": False}
+
+
+def test_prediction_bilstm_equals_the_packed_one():
+    """Prediction runs the BiLSTM on padded rows (faster on CPUs); it must give the packed numbers."""
+    import torch
+
+    from albert_srl.components.model import SRLHead
+
+    torch.manual_seed(0)
+    head = SRLHead(32, 16, 5, 3, 7, lstm_depth=1, max_distance=8, dropout=0.1)
+    pairs = torch.randn(6, 11, 16)
+    lengths = torch.tensor([11, 1, 5, 7, 11, 3])
+    packed = head.train().context(pairs, lengths)
+    unpacked = head.eval().context(pairs, lengths)
+    torch.testing.assert_close(unpacked, packed, atol=1e-6, rtol=1e-5)
+    assert not unpacked[1, 1:].any() and not unpacked[5, 3:].any()  # zeros at padding
