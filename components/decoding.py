@@ -29,38 +29,15 @@ def spans_to_bio(length: int, spans: Sequence[Tuple[int, int, int]]) -> numpy.nd
     return ids
 
 
-def viterbi_bio(log_probs: numpy.ndarray, blocked: Sequence[int] = ()) -> numpy.ndarray:
-    """Best BIO label sequence: `I-r` only after `B-r`/`I-r`; `blocked` positions are forced to O."""
-    length, n_labels = log_probs.shape
-    scores = log_probs.astype("float64").copy()
-    if len(blocked):
-        scores[list(blocked), 1:] = -numpy.inf
-    begins = numpy.arange(1, n_labels, 2)
-    insides = begins + 1
-    back = numpy.zeros((length, n_labels), dtype="int64")
-    current = scores[0].copy()
-    current[insides] = -numpy.inf
-    for t in range(1, length):
-        best_prev = int(current.argmax())
-        new = scores[t] + current[best_prev]
-        back[t] = best_prev
-        # I-r continues B-r or I-r of the same role
-        from_begin = current[begins] >= current[insides]
-        prev_inside = numpy.where(from_begin, begins, insides)
-        new[insides] = scores[t, insides] + current[prev_inside]
-        back[t, insides] = prev_inside
-        current = new
-    path = numpy.zeros((length,), dtype="int64")
-    path[-1] = int(current.argmax())
-    for t in range(length - 1, 0, -1):
-        path[t - 1] = back[t, path[t]]
-    return path
+def viterbi_bio(log_probs: numpy.ndarray, head: int = -1) -> numpy.ndarray:
+    """Best BIO label sequence: `I-r` only after `B-r`/`I-r`; the predicate's position `head` is forced to O."""
+    return viterbi_bio_batch(log_probs[None], [len(log_probs)], [head])[0]
 
 
 def viterbi_bio_batch(log_probs: numpy.ndarray, lengths: Sequence[int], blocked: Sequence[int]) -> numpy.ndarray:
-    """`viterbi_bio` for many predicates at once (the same paths, one numpy pass per position instead
-    of per predicate and position): log_probs (P, L, labels), each row's length, and one position per
-    row forced to O (its predicate; -1 for none). Positions past a row's length are 0."""
+    """Best BIO label sequences for many predicates at once (one numpy pass per position, not per
+    predicate and position): log_probs (P, L, labels), each row's length, and one position per row
+    forced to O (its predicate; -1 for none). Positions past a row's length are 0."""
     n_rows, max_len, n_labels = log_probs.shape
     lengths = numpy.asarray(lengths, dtype=numpy.int64)
     path = numpy.zeros((n_rows, max_len), dtype="int64")
@@ -113,7 +90,7 @@ def decode_arguments(log_probs: numpy.ndarray, roles: Sequence[str], head: int, 
     Viterbi path when `viterbi_bio_batch` has found it already.
     """
     if path is None:
-        path = viterbi_bio(log_probs, blocked=[head])
+        path = viterbi_bio(log_probs, head)
     spans = []
     for role_id, start, end in bio_to_spans(path):
         probs = numpy.exp(log_probs[numpy.arange(start, end), path[start:end]])

@@ -46,6 +46,14 @@ def with_cpu_bf16(forward: Callable) -> Callable:
     return autocast_forward
 
 
+def quantize_linear_int8(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `module` with its linear layers dynamically quantized to int8."""
+    with warnings.catch_warnings():
+        # torch 2.13 marks eager-mode quantization deprecated in favour of torchao (not a dependency)
+        warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
+        return torch.ao.quantization.quantize_dynamic(module, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def with_cpu_int8(forward: Callable) -> Callable:
     """Predict with an int8 copy of the encoder (rebuilt whenever the fp32 weights change); train
     and serialize with the fp32 original, which is only swapped out for the prediction call."""
@@ -64,11 +72,7 @@ def with_cpu_int8(forward: Callable) -> Callable:
         version = sum(p._version for p in original.parameters())
         cached = copies.get(original)
         if cached is None or cached[0] != version:
-            with warnings.catch_warnings():
-                # torch 2.13 marks eager-mode quantization deprecated in favour of torchao (not a dependency)
-                warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))
-                quantized = torch.ao.quantization.quantize_dynamic(original, {torch.nn.Linear}, dtype=torch.qint8)
-            cached = copies[original] = (version, quantized.eval())
+            cached = copies[original] = (version, quantize_linear_int8(original).eval())
         shim._model = cached[1]
         try:
             return forward(model, docs, is_train)

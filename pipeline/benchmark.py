@@ -77,17 +77,17 @@ def pipe_child(model: str, store: Path, result: Path, batch_size: int = 32) -> N
     result.write_text(json.dumps({"docs": len(texts), "words": words, "seconds": seconds, "words_per_s": words / seconds}))
 
 
-PRECISIONS = ("as-trained", "fp32", "bf16")
+PRECISIONS = ("as-trained", "fp32", "bf16", "int8")
 
 
 def precision_overrides(precision: str) -> Dict:
-    """Config overrides that run a pipeline's encoder in fp32 or under CPU bf16 autocast
-    (albert_srl.TransformerModel.v1 loads a TransformerModel.v3 pipeline's weights unchanged)."""
-    return {"components.transformer.model.@architectures": "albert_srl.TransformerModel.v1", "components.transformer.model.cpu_bf16": precision == "bf16", "components.transformer.model.cpu_int8": False}
+    """Config overrides that run a pipeline's encoder in fp32, under CPU bf16 autocast or with int8
+    linear layers (albert_srl.TransformerModel.v1 loads a TransformerModel.v3 pipeline's weights unchanged)."""
+    return {"components.transformer.model.@architectures": "albert_srl.TransformerModel.v1", "components.transformer.model.cpu_bf16": precision == "bf16", "components.transformer.model.cpu_int8": precision == "int8"}
 
 
 def load_pipeline(model: str, precision: str = "as-trained"):
-    """A trained pipeline, as trained or with its encoder forced to fp32 or bf16 autocast."""
+    """A trained pipeline, as trained or with its encoder forced to fp32, bf16 autocast or int8."""
     import spacy
 
     from albert_srl.components.transformer import cpu_bf16_supported
@@ -269,7 +269,7 @@ def per_predicate_child(model: str, corpus: Path, result: Path, batch_size: int 
     from spacy.tokens import DocBin
 
     from albert_srl.components.frames import frame_specs
-    from albert_srl.components.transformer import cpu_precision
+    from albert_srl.components.transformer import cpu_precision, quantize_linear_int8
 
     nlp = load_pipeline(model, precision)
     trf = nlp.get_pipe("transformer").model
@@ -288,7 +288,7 @@ def per_predicate_child(model: str, corpus: Path, result: Path, batch_size: int 
     # the same precision as the pipeline's transformer (albert_srl.TransformerModel.v1: bf16 or int8 on CPUs)
     precision = cpu_precision(trf)
     if precision == "int8":
-        encoder = torch.ao.quantization.quantize_dynamic(encoder, {torch.nn.Linear}, dtype=torch.qint8)
+        encoder = quantize_linear_int8(encoder)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         encode(pairs[:batch_size])  # warm up
         started = time.perf_counter()
@@ -502,15 +502,16 @@ def trf_reference_benchmark(
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r.json"
-        models = {f"SRL pipeline {m}": m for m in model}
+        models = {f"SRL pipeline {m}": (m, []) for m in model}
         if albert_base_config is not None:
             folder = Path(tmp) / "albert-base-srl"
             msg.info(f"Building a random SRL pipeline of {albert_base_config}'s shape")
             run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "albert-base-child", str(albert_base_config), str(spm), str(corpus), str(folder)])
-            models[f"SRL pipeline, albert-base-v2 shape ({albert_base_config.name}), random weights, gold sentences and predicates"] = str(folder)
+            # random senter and predicate finder: measured on the corpus's own sentences and predicates
+            models[f"SRL pipeline, albert-base-v2 shape ({albert_base_config.name}), random weights, gold sentences and predicates"] = (str(folder), ["--gold-structure"])
         for precision in wanted:
             commands = {"roberta-base + tagger, parser, ner (en_core_web_trf shape)": ["trf-reference-child", str(corpus), str(path), "--precision", precision]}
-            commands.update({name: ["floor-child", m, str(corpus), str(path), "--precision", precision, *(["--gold-structure"] if "random weights" in name else [])] for name, m in models.items()})
+            commands.update({name: ["floor-child", m, str(corpus), str(path), "--precision", precision, *flags] for name, (m, flags) in models.items()})
             for name, command in commands.items():
                 msg.info(f"{name}, {precision}")
                 run = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", *command])
@@ -534,21 +535,8 @@ SPEED_OPTIONS = ("fp32", "bf16", "int8", "length-sorted")
 
 
 def load_with_option(model: str, option: str):
-    """The pipeline with one speed option applied (fp32 = neither bf16 nor int8)."""
-    import spacy
-
-    from albert_srl.components.transformer import cpu_bf16_supported
-
-    # every option starts from the same weights, whichever transformer architecture the pipeline was trained with
-    overrides = {
-        "components.transformer.model.@architectures": "albert_srl.TransformerModel.v1",
-        "components.transformer.model.cpu_bf16": option == "bf16",
-        # dynamic int8 quantization of the encoder's linear layers (weights int8, activations quantized on the fly)
-        "components.transformer.model.cpu_int8": option == "int8",
-    }
-    if option == "bf16" and not cpu_bf16_supported():
-        raise RuntimeError("this CPU has no bf16 support (AVX512-BF16 or AMX)")
-    return spacy.load(model, config=overrides)
+    """The pipeline with one speed option applied (fp32 = neither bf16 nor int8; sorting runs in fp32)."""
+    return load_pipeline(model, "fp32" if option == "length-sorted" else option)
 
 
 @app.command("option-child", hidden=True)

@@ -30,10 +30,10 @@ def test_viterbi_finds_the_best_well_formed_path_exhaustively():
         blocked = int(rng.integers(length))
         candidates = [p for p in itertools.product(range(n_labels), repeat=length) if well_formed(p) and p[blocked] == 0]
         best = max(candidates, key=lambda p: log_probs[numpy.arange(length), list(p)].sum())
-        assert viterbi_bio(log_probs, blocked=[blocked]).tolist() == list(best)
+        assert viterbi_bio(log_probs, head=blocked).tolist() == list(best)
 
 
-def test_batched_viterbi_equals_one_at_a_time():
+def test_batched_viterbi_ignores_padding_and_other_rows():
     rng = numpy.random.default_rng(1)
     n_labels = 1 + 2 * 6
     lengths = [1, 2, 7, 30, 13, 30, 4]
@@ -41,7 +41,7 @@ def test_batched_viterbi_equals_one_at_a_time():
     blocked = [0, -1, 3, 29, 12, 0, 2]
     paths = viterbi_bio_batch(log_probs, lengths, blocked)
     for k, n in enumerate(lengths):
-        expected = viterbi_bio(log_probs[k, :n], blocked=[blocked[k]] if blocked[k] >= 0 else [])
+        expected = viterbi_bio(log_probs[k, :n], head=blocked[k])  # the row alone, unpadded
         assert paths[k, :n].tolist() == expected.tolist()
         assert not paths[k, n:].any()
     assert viterbi_bio_batch(log_probs[:0], [], []).shape == (0, 30)
