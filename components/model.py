@@ -6,7 +6,7 @@ The encoder runs once per document. The head then scores, from the same token ve
   vector, its distance to the token and a predicate-aware BiLSTM over the sentence condition the
   labels on the predicate, instead of re-encoding the sentence per predicate.
 """
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from thinc.api import Model, PyTorchWrapper_v2
@@ -16,20 +16,32 @@ from torch import nn
 
 
 class SRLHead(nn.Module):
-    def __init__(self, width: int, hidden: int, n_predicate_labels: int, n_senses: int, n_bio: int, lstm_depth: int, max_distance: int, dropout: float):
+    """The PyTorch head. With `pair_width` (SRLModel.v2), (predicate, token) pairs are built at that
+    width from terms computed once per token and once per predicate, the token x predicate product in
+    a low-rank form; without it (v1), at the hidden width, the product through a full linear layer
+    per pair. The pair layers run once per (predicate, token) pair, about 4 per token on EWT, so
+    their width sets the head's cost."""
+
+    def __init__(self, width: int, hidden: int, n_predicate_labels: int, n_senses: int, n_bio: int, lstm_depth: int, max_distance: int, dropout: float, pair_width: Optional[int] = None):
         super().__init__()
         self.max_distance = max_distance
+        self.factorized = pair_width is not None
+        pair = pair_width or hidden
         # encoder outputs are small (std ~0.25 per dimension): normalise before the projection
         self.token = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout))
         self.predicate_out = nn.Linear(hidden, n_predicate_labels)
         self.sense_out = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, max(n_senses, 1)))
-        self.arg_token = nn.Linear(hidden, hidden)
-        self.arg_predicate = nn.Linear(hidden, hidden, bias=False)
-        self.arg_pair = nn.Linear(hidden, hidden, bias=False)
-        self.distance = nn.Embedding(2 * max_distance + 2, hidden)
-        self.pair_norm = nn.LayerNorm(hidden)
-        self.lstm = nn.LSTM(hidden, hidden // 2, num_layers=lstm_depth, batch_first=True, bidirectional=True, dropout=dropout if lstm_depth > 1 else 0.0) if lstm_depth > 0 else None
-        self.arg_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, n_bio))
+        self.arg_token = nn.Linear(hidden, pair)
+        self.arg_predicate = nn.Linear(hidden, pair, bias=False)
+        if self.factorized:
+            self.arg_pair_token = nn.Linear(hidden, pair, bias=False)
+            self.arg_pair_predicate = nn.Linear(hidden, pair, bias=False)
+        else:
+            self.arg_pair = nn.Linear(hidden, hidden, bias=False)
+        self.distance = nn.Embedding(2 * max_distance + 2, pair)
+        self.pair_norm = nn.LayerNorm(pair)
+        self.lstm = nn.LSTM(pair, pair // 2, num_layers=lstm_depth, batch_first=True, bidirectional=True, dropout=dropout if lstm_depth > 1 else 0.0) if lstm_depth > 0 else None
+        self.arg_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(pair, pair), nn.GELU(), nn.Linear(pair, n_bio))
 
     def encode(self, X: torch.Tensor) -> torch.Tensor:
         return self.token(X)
@@ -40,22 +52,31 @@ class SRLHead(nn.Module):
     def senses(self, H: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
         return self.sense_out(H[heads])
 
-    def arguments(self, H: torch.Tensor, heads: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, token_term: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def token_terms(self, H: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """The argument scorer's per-token terms: a sentence's tokens recur for each of its predicates."""
+        if self.factorized:
+            return self.arg_token(H), self.arg_pair_token(H)
+        return (self.arg_token(H),)
+
+    def arguments(self, H: torch.Tensor, heads: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, token_terms: Optional[Tuple[torch.Tensor, ...]] = None) -> torch.Tensor:
         """BIO logits (n_predicates, max_length, n_bio) over each predicate's sentence.
-        `token_term` is `arg_token(H)`, when a caller scoring predicates in chunks has it already."""
+        `token_terms` is `self.token_terms(H)`, when a caller scoring predicates in chunks has it already."""
         max_len = int(lengths.max()) if len(lengths) else 0
         positions = torch.arange(max_len, device=H.device)
         tokens = starts[:, None] + positions[None, :]  # (P, L) global token index
         mask = positions[None, :] < lengths[:, None]
         tokens = torch.where(mask, tokens, torch.zeros_like(tokens))
-        token_h = H[tokens]  # (P, L, hidden)
-        pred_h = H[heads][:, None, :]
         offset = (tokens - heads[:, None]).clamp(-self.max_distance, self.max_distance) + self.max_distance
         offset = torch.where(tokens == heads[:, None], torch.full_like(offset, 2 * self.max_distance + 1), offset)
-        # the token term once per token, gathered per pair: a sentence's tokens recur for each of its predicates
-        if token_term is None:
-            token_term = self.arg_token(H)
-        pairs = self.pair_norm(token_term[tokens] + self.arg_predicate(pred_h) + self.arg_pair(token_h * pred_h) + self.distance(offset))
+        if token_terms is None:
+            token_terms = self.token_terms(H)
+        pred_h = H[heads]
+        pairs = token_terms[0][tokens] + self.arg_predicate(pred_h)[:, None, :] + self.distance(offset)
+        if self.factorized:
+            pairs = pairs + token_terms[1][tokens] * self.arg_pair_predicate(pred_h)[:, None, :]
+        else:
+            pairs = pairs + self.arg_pair(H[tokens] * pred_h[:, None, :])
+        pairs = self.pair_norm(pairs)
         if self.lstm is not None:
             pairs = pairs + self.context(pairs, lengths)  # residual: the direct path learns fast, the LSTM adds context
         return self.arg_out(pairs)
@@ -89,15 +110,31 @@ def build_srl_model(
     max_distance: int = 32,
     dropout: float = 0.1,
 ) -> Model:
-    """`albert_srl.SRLModel.v1`: tok2vec + SRL head. The head is built once the labels are known."""
-    model = Model(
+    """`albert_srl.SRLModel.v1`: tok2vec + SRL head, pairs at the hidden width. The head is built once the labels are known."""
+    return srl_model(tok2vec, hidden_width, None, lstm_depth, max_distance, dropout)
+
+
+def build_srl_model_v2(
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    hidden_width: int = 256,
+    pair_width: int = 128,
+    lstm_depth: int = 1,
+    max_distance: int = 32,
+    dropout: float = 0.1,
+) -> Model:
+    """`albert_srl.SRLModel.v2`: tok2vec + SRL head, (predicate, token) pairs at `pair_width` from
+    per-token and per-predicate terms (a low-rank product). Docs: README.md, "The SRL pipe"."""
+    return srl_model(tok2vec, hidden_width, pair_width, lstm_depth, max_distance, dropout)
+
+
+def srl_model(tok2vec: Model, hidden_width: int, pair_width: Optional[int], lstm_depth: int, max_distance: int, dropout: float) -> Model:
+    return Model(
         "srl_model",
         forward,
         layers=[tok2vec],
         refs={"tok2vec": tok2vec},
-        attrs={"hidden_width": hidden_width, "lstm_depth": lstm_depth, "max_distance": max_distance, "dropout": dropout},
+        attrs={"hidden_width": hidden_width, "pair_width": pair_width, "lstm_depth": lstm_depth, "max_distance": max_distance, "dropout": dropout},
     )
-    return model
 
 
 def forward(model: Model, docs: List[Doc], is_train: bool):
@@ -109,7 +146,7 @@ def forward(model: Model, docs: List[Doc], is_train: bool):
 def build_head(model: Model, width: int, n_predicate_labels: int, n_senses: int, n_bio: int) -> None:
     """Create the PyTorch head for these label counts (at initialize, or before loading weights)."""
     a = model.attrs
-    module = SRLHead(width, a["hidden_width"], n_predicate_labels, n_senses, n_bio, a["lstm_depth"], a["max_distance"], a["dropout"])
+    module = SRLHead(width, a["hidden_width"], n_predicate_labels, n_senses, n_bio, a["lstm_depth"], a["max_distance"], a["dropout"], a["pair_width"])
     head = PyTorchWrapper_v2(module)
     if model.has_ref("head"):
         model.layers[1] = head

@@ -31,8 +31,9 @@ os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
 PREDICATE_LABELS = ("O",) + PREDICATE_TYPES
 DEFAULT_MODEL_CONFIG = """
 [model]
-@architectures = "albert_srl.SRLModel.v1"
+@architectures = "albert_srl.SRLModel.v2"
 hidden_width = 256
+pair_width = 128
 lstm_depth = 1
 max_distance = 32
 dropout = 0.1
@@ -178,10 +179,10 @@ class SemanticRoleLabeler(TrainablePipe):
             # predicates in chunks of similar window length (little padding for the linear layers),
             # each at most `chunk_pairs` padded pairs: memory stays bounded however many a batch holds
             arg_log_probs, paths = [None] * len(heads), [None] * len(heads)
-            token_term = module.arg_token(H)
+            token_terms = module.token_terms(H)
             for chunk in self._length_sorted_chunks(lengths_t.numpy()):
                 chunk_t = torch.from_numpy(chunk)
-                logits = module.arguments(H, heads_t[chunk_t], starts_t[chunk_t], lengths_t[chunk_t], token_term).float()
+                logits = module.arguments(H, heads_t[chunk_t], starts_t[chunk_t], lengths_t[chunk_t], token_terms).float()
                 log_probs = torch.log_softmax(logits, dim=-1).cpu().numpy()
                 # constrained Viterbi for the whole chunk at once: per-predicate numpy loops cost more
                 chunk_paths = viterbi_bio_batch(log_probs, lengths_t[chunk_t].numpy(), (heads_t[chunk_t] - starts_t[chunk_t]).numpy())

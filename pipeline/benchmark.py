@@ -531,12 +531,19 @@ def trf_reference_benchmark(
     msg.good(f"{gold['predicates']:,} gold predicates in {corpus} -> {output}")
 
 
-SPEED_OPTIONS = ("fp32", "bf16", "int8", "length-sorted")
+SPEED_OPTIONS = ("fp32", "bf16", "int8", "length-sorted", "no-overlap")
 
 
 def load_with_option(model: str, option: str):
-    """The pipeline with one speed option applied (fp32 = neither bf16 nor int8; sorting runs in fp32)."""
-    return load_pipeline(model, "fp32" if option == "length-sorted" else option)
+    """The pipeline with one speed option applied (fp32 = neither bf16 nor int8; sorting and
+    no-overlap run in fp32). no-overlap: the transformer's windows follow each other (stride =
+    window) instead of overlapping, so each token is encoded once."""
+    import spacy
+
+    if option != "no-overlap":
+        return load_pipeline(model, "fp32" if option == "length-sorted" else option)
+    window = spacy.util.load_config(Path(model) / "config.cfg")["components"]["transformer"]["model"]["get_spans"]["window"]
+    return spacy.load(model, config={**precision_overrides("fp32"), "components.transformer.model.get_spans.stride": window})
 
 
 @app.command("option-child", hidden=True)

@@ -188,3 +188,26 @@ def test_prediction_bilstm_equals_the_packed_one():
     unpacked = head.eval().context(pairs, lengths)
     torch.testing.assert_close(unpacked, packed, atol=1e-6, rtol=1e-5)
     assert not unpacked[1, 1:].any() and not unpacked[5, 3:].any()  # zeros at padding
+
+
+@pytest.mark.parametrize("pair_width", [None, 8])
+def test_argument_scores_do_not_depend_on_chunking(pair_width):
+    """Prediction scores predicates in chunks from per-token terms computed once; each predicate's
+    logits must be those of scoring it alone, for both pair layouts (v1: hidden width, v2: pair_width)."""
+    import torch
+
+    from albert_srl.components.model import SRLHead
+
+    torch.manual_seed(0)
+    head = SRLHead(32, 16, 5, 3, 7, lstm_depth=1, max_distance=4, dropout=0.1, pair_width=pair_width).eval()
+    assert head.lstm.hidden_size == (pair_width or 16) // 2
+    H = head.encode(torch.randn(40, 32))
+    heads, starts, lengths = torch.tensor([3, 12, 30, 35]), torch.tensor([0, 10, 25, 25]), torch.tensor([9, 6, 15, 15])
+    with torch.no_grad():
+        together = head.arguments(H, heads, starts, lengths, head.token_terms(H))
+        for k in range(len(heads)):
+            alone = head.arguments(H, heads[k : k + 1], starts[k : k + 1], lengths[k : k + 1])
+            torch.testing.assert_close(together[k, : lengths[k]], alone[0], atol=1e-5, rtol=1e-5)
+    assert together.shape == (4, 15, 7)
+    # the predicate shapes the scores: the same tokens with another predicate score differently
+    assert not torch.allclose(together[2], together[3])
