@@ -31,9 +31,8 @@ os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
 PREDICATE_LABELS = ("O",) + PREDICATE_TYPES
 DEFAULT_MODEL_CONFIG = """
 [model]
-@architectures = "albert_srl.SRLModel.v2"
+@architectures = "albert_srl.SRLModel.v1"
 hidden_width = 256
-pair_width = 128
 lstm_depth = 1
 max_distance = 32
 dropout = 0.1

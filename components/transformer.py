@@ -3,9 +3,10 @@
 thinc's PyTorch shim only autocasts on CUDA (`mixed_precision`); on a CPU with AVX512-BF16 or AMX,
 bf16 autocast runs the encoder about 2-3x faster (FINDINGS.md). The wrapped forward pass runs the
 HF model under `torch.autocast("cpu", torch.bfloat16)` and hands float32 outputs on, so everything
-downstream (listeners, the SRL head, numpy) sees the usual dtype. On CPUs without bf16, prediction
-runs a dynamically int8-quantized copy of the encoder's linear layers instead (training never does).
-Both kept EWT dev SRL F1 within 0.3 points at about 1.4x the speed (README, `benchmark options`).
+downstream (listeners, the SRL head, numpy) sees the usual dtype. With `cpu_int8`, CPUs without
+bf16 predict with a dynamically int8-quantized copy of the encoder's linear layers instead (training
+never does). bf16 kept EWT dev SRL F1 within 0.3 points; int8 did on one pipeline (+0.18) but cost
+3.33 on another, so it is off by default (README, `benchmark options`).
 """
 import warnings
 import weakref
@@ -91,7 +92,7 @@ def create_transformer_model(
     mixed_precision: bool = False,
     grad_scaler_config: Dict = {},
     cpu_bf16: bool = True,
-    cpu_int8: bool = True,
+    cpu_int8: bool = False,
 ) -> TransformerModel:
     """spacy-transformers.TransformerModel.v3, plus bf16 autocast on CPUs that support it
     (`cpu_bf16`) and, where bf16 is not used, int8 prediction (`cpu_int8`); both ignored on GPUs.

@@ -101,6 +101,13 @@ def load_pipeline(model: str, precision: str = "as-trained"):
     return spacy.load(model, config=precision_overrides(precision))
 
 
+def trained_encoder(model: str) -> str:
+    """The encoder folder a trained pipeline was built on (its transformer's `name`)."""
+    import spacy
+
+    return spacy.util.load_config(Path(model) / "config.cfg", interpolate=True)["components"]["transformer"]["model"]["name"]
+
+
 def count_frames(docs) -> Dict:
     """Predicates and arguments a pipeline wrote (a random head's count says how much work its SRL head did)."""
     predicates = sum(len(doc.spans["srl_predicates"]) for doc in docs if "srl_predicates" in doc.spans)
@@ -130,13 +137,37 @@ def floor_child(model: str, corpus: Path, result: Path, only: str = "", batch_si
     result.write_text(json.dumps({"components": names, "precision": precision, "words": words, "seconds": best, "words_per_s": words / best, **count_frames(docs)}))
 
 
-def gold_structure_child(nlp, refs, result: Path, batch_size: int, repeats: int) -> None:
-    """The transformer and the SRL head on the corpus's own tokens, sentences and predicates.
+@app.command("floor-interleaved-child", hidden=True)
+def floor_interleaved_child(model: str, corpus: Path, result: Path, batch_size: int = 32, repeats: int = 3, precision: str = "as-trained", gold_structure: bool = False) -> None:
+    """(internal) The transformer alone and the whole pipeline timed in turn in one process, best of
+    REPEATS each: repeated runs on this machine vary by 5-10%, more than the SRL head may cost, and
+    alternating keeps a slow minute from landing on one side only."""
+    from spacy.tokens import DocBin
 
-    For pipelines with random weights: their senter and predicate finder mark random sentences and
-    predicates (a random albert-base marked 25,128 of EWT dev's 25,503 words as predicates, 5x the
-    gold 4,977), and the head's work grows with both; given the gold ones it does what a trained
-    pipeline does. The senter (under 1% of a trained pipeline's time) is left out."""
+    nlp = load_pipeline(model, precision)
+    refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
+    texts = [doc.text for doc in refs]
+
+    def transformer_alone():
+        with nlp.select_pipes(enable=["transformer"]):
+            return list(nlp.pipe(texts, batch_size=batch_size))
+
+    whole = gold_structure_run(nlp, refs, batch_size) if gold_structure else (lambda: list(nlp.pipe(texts, batch_size=batch_size)))
+    passes = {"transformer alone": transformer_alone, "whole pipeline": whole}
+    list(nlp.pipe(texts[:8]))  # warm up
+    best = {name: float("inf") for name in passes}
+    for _ in range(repeats):
+        for name, run in passes.items():
+            started = time.perf_counter()
+            docs = run()
+            best[name] = min(best[name], time.perf_counter() - started)
+            words = sum(len(doc) for doc in docs)
+    # words as each pass counts them (gold tokens differ slightly from the tokenizer's): compare seconds
+    result.write_text(json.dumps({"precision": precision, "gold_structure": gold_structure, "repeats": repeats, "seconds": best, "words": words, "pipeline_vs_transformer": best["transformer alone"] / best["whole pipeline"]}))
+
+
+def gold_structure_run(nlp, refs, batch_size: int):
+    """A pass of the transformer and the SRL head over the corpus's own tokens, sentences and predicates."""
     from spacy.tokens import Doc
 
     from albert_srl.components.frames import frame_specs
@@ -147,19 +178,30 @@ def gold_structure_child(nlp, refs, result: Path, batch_size: int, repeats: int)
     def blank(ref):
         return Doc(nlp.vocab, words=[t.text for t in ref], spaces=[bool(t.whitespace_) for t in ref], sent_starts=[bool(t.is_sent_start) for t in ref])
 
-    def run(docs, doc_heads):
-        docs = list(nlp.get_pipe("transformer").pipe(docs, batch_size=batch_size))
+    def run():
+        docs = list(nlp.get_pipe("transformer").pipe([blank(ref) for ref in refs], batch_size=batch_size))
         for i in range(0, len(docs), batch_size):
             batch = docs[i : i + batch_size]
-            srl.set_annotations(batch, srl.predict(batch, given_heads=doc_heads[i : i + batch_size]))
+            srl.set_annotations(batch, srl.predict(batch, given_heads=heads[i : i + batch_size]))
         return docs
 
-    run([blank(ref) for ref in refs[:8]], heads[:8])  # warm up
+    return run
+
+
+def gold_structure_child(nlp, refs, result: Path, batch_size: int, repeats: int) -> None:
+    """The transformer and the SRL head on the corpus's own tokens, sentences and predicates.
+
+    For pipelines with random weights: their senter and predicate finder mark random sentences and
+    predicates (a random albert-base marked 25,128 of EWT dev's 25,503 words as predicates, 5x the
+    gold 4,977), and the head's work grows with both; given the gold ones it does what a trained
+    pipeline does. The senter (under 1% of a trained pipeline's time) is left out."""
+    run = gold_structure_run(nlp, refs[:8], batch_size)
+    run()  # warm up
+    run = gold_structure_run(nlp, refs, batch_size)
     best = float("inf")
     for _ in range(repeats):
-        docs = [blank(ref) for ref in refs]
         started = time.perf_counter()
-        docs = run(docs, heads)
+        docs = run()
         best = min(best, time.perf_counter() - started)
     words = sum(len(doc) for doc in docs)
     result.write_text(json.dumps({"components": ["transformer", "srl"], "structure": "gold tokens, sentences and predicates", "words": words, "seconds": best, "words_per_s": words / best, **count_frames(docs)}))
@@ -171,21 +213,34 @@ def floor_benchmark(
     corpus: Path = typer.Argument(..., help="A .spacy corpus whose texts are annotated (e.g. corpus/ewt/dev.spacy)"),
     output: Path = typer.Argument(..., help="JSON file to write"),
     precision: str = typer.Option("as-trained", help=f"The encoder's precision: {', '.join(PRECISIONS)}"),
+    gold_structure: bool = typer.Option(False, "--gold-structure", help="Run the SRL head on the corpus's own sentences and predicates (for pipelines with random weights)"),
+    random_head: Optional[Path] = typer.Option(None, help="Measure a random-weight pipeline of this config's shape on MODEL's encoder instead (implies --gold-structure): the cost of a head not yet trained"),
 ) -> None:
     """The whole pipeline (transformer + senter + srl) against the transformer alone: the floor of
     this design, since the encoder runs once per document and the rest reads its outputs."""
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
+        if random_head is not None:
+            folder = Path(tmp) / "random-head"
+            encoder = trained_encoder(model)
+            run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "random-pipeline-child", str(random_head), str(corpus), str(folder), "--encoder", encoder])
+            model, gold_structure = str(folder), True
         for name, only in (("transformer alone", "transformer"), ("whole pipeline", "")):
             msg.info(name)
             path = Path(tmp) / "r.json"
-            runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "floor-child", model, str(corpus), str(path), "--only", only, "--precision", precision])
+            flags = ["--gold-structure"] if gold_structure and not only else []
+            runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "floor-child", model, str(corpus), str(path), "--only", only, "--precision", precision, *flags])
             runs[name].update(json.loads(path.read_text()))
-    ratio = runs["whole pipeline"]["words_per_s"] / runs["transformer alone"]["words_per_s"]
-    result = {"machine": machine(), "model": model, "corpus": str(corpus), "precision": precision, "runs": runs, "pipeline_vs_transformer": ratio}
+        msg.info("both in turn, one process (the ratio)")
+        path = Path(tmp) / "r.json"
+        flags = ["--gold-structure"] if gold_structure else []
+        run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "floor-interleaved-child", model, str(corpus), str(path), "--precision", precision, *flags])
+        interleaved = json.loads(path.read_text())
+    ratio = interleaved["pipeline_vs_transformer"]
+    result = {"machine": machine(), "model": model, "random_head": str(random_head) if random_head else None, "corpus": str(corpus), "precision": precision, "gold_structure": gold_structure, "runs": runs, "interleaved": interleaved, "pipeline_vs_transformer": ratio}
     rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()]
     write_report(output, result, rows, ("run", "words", "words/s", "peak RSS MB"))
-    msg.good(f"whole pipeline / transformer alone: {ratio:.3f} -> {output}")
+    msg.good(f"whole pipeline / transformer alone, timed in turn in one process (best of {interleaved['repeats']}): {ratio:.3f}; in separate processes: {runs['whole pipeline']['words_per_s'] / runs['transformer alone']['words_per_s']:.3f} -> {output}")
 
 
 @app.command("annotate")
@@ -458,17 +513,19 @@ def trf_reference_child(corpus: Path, result: Path, batch_size: int = 32, repeat
     result.write_text(json.dumps({"components": nlp.pipe_names, "precision": precision, "words": words, "seconds": best, "words_per_s": words / best}))
 
 
-@app.command("albert-base-child", hidden=True)
-def albert_base_child(config_path: Path, spm: Path, corpus: Path, output: Path, n_docs: int = 50) -> None:
-    """(internal) An SRL pipeline of CONFIG_PATH's shape (configs/srl_trf_gpu.cfg: albert-base-v2)
-    with a random encoder and head, its labels set up from the first N_DOCS documents of CORPUS."""
+@app.command("random-pipeline-child", hidden=True)
+def random_pipeline_child(config_path: Path, corpus: Path, output: Path, spm: Optional[Path] = None, encoder: Optional[Path] = None, n_docs: int = 50) -> None:
+    """(internal) An SRL pipeline of CONFIG_PATH's shape with a random head, its labels set up from the
+    first N_DOCS documents of CORPUS, on ENCODER, or else on a random albert-base-v2 built from SPM
+    (configs/srl_trf_gpu.cfg is that shape)."""
     import spacy
     from spacy.tokens import DocBin
     from spacy.training import Example
 
     from albert_srl.pipeline.encoder import build_random_albert
 
-    encoder = build_random_albert(output.parent / "albert-base-random", spm, shape="base")
+    if encoder is None:
+        encoder = build_random_albert(output.parent / "albert-base-random", spm, shape="base")
     overrides = {"paths.encoder": str(encoder), "components.transformer.model.mixed_precision": False, **precision_overrides("fp32")}
     nlp = spacy.util.load_model_from_config(spacy.util.load_config(config_path, overrides=overrides, interpolate=True), auto_fill=True, validate=True)
     refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
@@ -484,7 +541,7 @@ def trf_reference_benchmark(
     model: List[str] = typer.Option([], "--model", help="SRL pipelines to compare (repeat); each is named by its folder"),
     albert_base_config: Optional[Path] = typer.Option(None, help="Also measure a random SRL pipeline of this config's shape (configs/srl_trf_gpu.cfg: albert-base-v2); needs --spm"),
     spm: Optional[Path] = typer.Option(None, help="ALBERT's SentencePiece model, for --albert-base-config"),
-    precisions: str = typer.Option("fp32,bf16", help="Comma-separated encoder precisions (fp32, bf16); every pipeline, the reference included, runs at each; bf16 is skipped on CPUs without it"),
+    precisions: str = typer.Option("fp32,bf16,int8", help="Comma-separated encoder precisions (fp32, bf16, int8); every pipeline, the reference included, runs at each; bf16 is skipped on CPUs without it"),
 ) -> None:
     """SRL pipelines against a roberta-base-shaped spaCy transformer pipeline (the architecture of
     en_core_web_trf: roberta-base + tagger, parser, ner; random weights) on the same texts, each
@@ -492,12 +549,12 @@ def trf_reference_benchmark(
     from albert_srl.components.transformer import cpu_bf16_supported
 
     wanted = [p for p in precisions.split(",") if p]
-    if not wanted or any(p not in ("fp32", "bf16") for p in wanted):
-        msg.fail(f"--precisions takes fp32 and/or bf16, not {precisions!r}", exits=1)
+    if not wanted or any(p not in ("fp32", "bf16", "int8") for p in wanted):
+        msg.fail(f"--precisions takes fp32, bf16 and/or int8, not {precisions!r}", exits=1)
     if albert_base_config is not None and spm is None:
         msg.fail("--albert-base-config needs --spm (ALBERT's SentencePiece model)", exits=1)
     if "bf16" in wanted and not cpu_bf16_supported():
-        msg.warn("This CPU has no bf16 support (AVX512-BF16 or AMX): measuring fp32 only")
+        msg.warn("This CPU has no bf16 support (AVX512-BF16 or AMX): bf16 is not measured")
         wanted = [p for p in wanted if p != "bf16"] or ["fp32"]
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -506,7 +563,7 @@ def trf_reference_benchmark(
         if albert_base_config is not None:
             folder = Path(tmp) / "albert-base-srl"
             msg.info(f"Building a random SRL pipeline of {albert_base_config}'s shape")
-            run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "albert-base-child", str(albert_base_config), str(spm), str(corpus), str(folder)])
+            run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "random-pipeline-child", str(albert_base_config), str(corpus), str(folder), "--spm", str(spm)])
             # random senter and predicate finder: measured on the corpus's own sentences and predicates
             models[f"SRL pipeline, albert-base-v2 shape ({albert_base_config.name}), random weights, gold sentences and predicates"] = (str(folder), ["--gold-structure"])
         for precision in wanted:
@@ -572,6 +629,7 @@ def options_benchmark(
     output: Path = typer.Argument(..., help="JSON file to write"),
     options: str = typer.Option(",".join(SPEED_OPTIONS), help=f"Comma-separated options among {', '.join(SPEED_OPTIONS)}"),
     max_f1_cost: float = typer.Option(0.3, help="An option that costs at most this much srl_f (points) is recommended as a default"),
+    min_speedup: float = typer.Option(1.05, help="... if it is at least this much faster (repeated runs here vary by ~5-10%)"),
 ) -> None:
     """Speed options that should keep accuracy, each in its own process on the same texts: words/s of
     the whole pipeline (predicted predicates), peak RSS and the change in SRL F1 against fp32."""
@@ -595,7 +653,7 @@ def options_benchmark(
     for option, r in runs.items():
         r["speedup"] = r["words_per_second"] / base["words_per_second"]
         r["srl_f_change"] = 100 * (r["srl_f"] - base["srl_f"])
-        r["recommended_default"] = option != "fp32" and r["speedup"] > 1.0 and r["srl_f_change"] >= -max_f1_cost
+        r["recommended_default"] = option != "fp32" and r["speedup"] >= min_speedup and r["srl_f_change"] >= -max_f1_cost
     result = {"machine": machine(), "model": model, "corpus": str(corpus), "runs": runs}
     rows = [(o, f"{r['words_per_second']:,.0f}", f"{r['speedup']:.2f}x", f"{100 * r['srl_f']:.2f}", f"{r['srl_f_change']:+.2f}", f"{r['peak_rss_mb']:,.0f}", "yes" if r["recommended_default"] else "") for o, r in runs.items()]
     write_report(output, result, rows, ("option", "words/s", "speed-up", "srl_f", "F1 change", "peak RSS MB", "default?"))

@@ -28,6 +28,17 @@ def test_overfitting_cnn(cnn_nlp, mini_corpus):
         assert [s.start for s in doc.sents] == [s.start for s in ref.sents]
 
 
+def test_overfitting_factorized_head(mini_corpus):
+    """SRLModel.v2 (pairs at pair_width, low-rank product) learns the fixture as well as v1 does."""
+    nlp = make_nlp("srl_cnn.cfg", {**CNN_OVERRIDES, "components.srl.model.@architectures": "albert_srl.SRLModel.v2", "components.srl.model.pair_width": 32})
+    losses = train(nlp, load_refs(mini_corpus), steps=200)
+    head = nlp.get_pipe("srl").model.get_ref("head").shims[0]._model
+    assert head.factorized and head.lstm.hidden_size == 16
+    assert losses["srl"] < 0.05
+    for ref in load_refs(mini_corpus):
+        assert comparable(nlp(gold_token_doc(nlp, ref))) == comparable(ref)
+
+
 def test_overfitting_transformer(trf_nlp, mini_corpus):
     nlp, losses = trf_nlp
     assert losses["srl"] < 0.05

@@ -1,5 +1,5 @@
-"""albert_srl.TransformerModel.v1: spacy-transformers' model with bf16 autocast on capable CPUs and
-int8 prediction elsewhere."""
+"""albert_srl.TransformerModel.v1: spacy-transformers' model with bf16 autocast on capable CPUs and,
+when asked, int8 prediction."""
 import numpy
 import pytest
 
@@ -24,11 +24,14 @@ def shim_of(nlp):
     return nlp.get_pipe("transformer").model.layers[0].shims[0]
 
 
-def test_default_config_runs_a_speed_option(tiny_albert):
-    """The shipped configs turn on bf16 where the CPU has it, int8 prediction elsewhere."""
+def test_default_config_runs_bf16_where_the_cpu_has_it(tiny_albert):
+    """The shipped configs turn on bf16 where the CPU has it; int8 only when asked (it cost F1)."""
+    no_autocast = {**HEAD, "components.transformer.model.mixed_precision": False}
     for config in ("srl_trf.cfg", "srl_trf_gpu.cfg"):
-        nlp = make_nlp(config, {**HEAD, "components.transformer.model.mixed_precision": False}, tiny_albert)
-        assert cpu_precision(nlp.get_pipe("transformer").model) == ("bf16" if cpu_bf16_supported() else "int8")
+        nlp = make_nlp(config, no_autocast, tiny_albert)
+        assert cpu_precision(nlp.get_pipe("transformer").model) == ("bf16" if cpu_bf16_supported() else "fp32")
+        asked = make_nlp(config, {**no_autocast, "components.transformer.model.cpu_bf16": False, "components.transformer.model.cpu_int8": True}, tiny_albert)
+        assert cpu_precision(asked.get_pipe("transformer").model) == "int8"
     assert cpu_precision(make_nlp("srl_trf.cfg", TRF_OVERRIDES, tiny_albert).get_pipe("transformer").model) == "fp32"
 
 
