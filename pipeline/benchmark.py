@@ -101,11 +101,11 @@ def load_pipeline(model: str, precision: str = "as-trained"):
     return spacy.load(model, config=precision_overrides(precision))
 
 
-def trained_encoder(model: str) -> str:
-    """The encoder folder a trained pipeline was built on (its transformer's `name`)."""
+def transformer_config(model: str) -> Dict:
+    """The transformer model section of a trained pipeline's config (its encoder `name`, `get_spans`)."""
     import spacy
 
-    return spacy.util.load_config(Path(model) / "config.cfg", interpolate=True)["components"]["transformer"]["model"]["name"]
+    return spacy.util.load_config(Path(model) / "config.cfg", interpolate=True)["components"]["transformer"]["model"]
 
 
 def count_frames(docs) -> Dict:
@@ -222,7 +222,7 @@ def floor_benchmark(
     with tempfile.TemporaryDirectory() as tmp:
         if random_head is not None:
             folder = Path(tmp) / "random-head"
-            encoder = trained_encoder(model)
+            encoder = transformer_config(model)["name"]
             run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "random-pipeline-child", str(random_head), str(corpus), str(folder), "--encoder", encoder])
             model, gold_structure = str(folder), True
         for name, only in (("transformer alone", "transformer"), ("whole pipeline", "")):
@@ -599,7 +599,7 @@ def load_with_option(model: str, option: str):
 
     if option != "no-overlap":
         return load_pipeline(model, "fp32" if option == "length-sorted" else option)
-    window = spacy.util.load_config(Path(model) / "config.cfg")["components"]["transformer"]["model"]["get_spans"]["window"]
+    window = transformer_config(model)["get_spans"]["window"]
     return spacy.load(model, config={**precision_overrides("fp32"), "components.transformer.model.get_spans.stride": window})
 
 
