@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import typer
 from wasabi import msg
 
-from albert_srl.components.transformer import cpu_bf16_supported
+from albert_srl.components.transformer import cpu_bf16_supported, fuse_tanh_gelu
 from albert_srl.pipeline.encoder import SHAPES, check_sentencepiece, teacher_dir
 
 # Words as the BERT basic tokenizer sees them: runs of word characters, or one punctuation mark.
@@ -686,6 +686,7 @@ def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpo
     # everything that can be wrong with the inputs is found here, before the long work
     torch.manual_seed(settings.seed)  # the new student's initial weights
     student, tokenizer = load_student(settings)
+    fuse_tanh_gelu(student)  # gelu_new as one fused kernel (same formula; the saved config keeps gelu_new)
     teacher, teacher_tokenizer = load_teacher(settings.teacher)
     documents = read_documents(settings.texts, settings.text_column)
     encoder = ChunkEncoder(tokenizer, teacher_tokenizer, settings.max_words, settings.max_pieces or min(512, max(128, 2 * settings.max_words)))

@@ -98,3 +98,30 @@ def test_int8_copy_follows_training_and_round_trips(tiny_albert, mini_corpus, tm
     int8 = spacy.load(tmp_path / "model")
     assert cpu_precision(int8.get_pipe("transformer").model) == "int8"
     numpy.testing.assert_allclose(trf_tensor(int8), after, atol=1e-5)
+
+
+def test_fused_gelu_swaps_albert_activation_and_keeps_outputs(tiny_albert, mini_corpus, tmp_path):
+    """gelu_new and PyTorch's fused tanh GELU are one formula: same outputs, stored config untouched."""
+    import spacy
+    import torch
+    from transformers.activations import NewGELUActivation
+
+    def activations(nlp):
+        return [type(m) for m in shim_of(nlp)._model.modules() if isinstance(m, (NewGELUActivation, torch.nn.GELU))]
+
+    unfused = make_nlp("srl_trf.cfg", {**TRF_OVERRIDES, "components.transformer.model.fused_gelu": False}, tiny_albert)
+    unfused.initialize()
+    reference = trf_tensor(unfused)
+    assert set(activations(unfused)) == {NewGELUActivation}
+    nlp = make_nlp("srl_trf.cfg", TRF_OVERRIDES, tiny_albert)
+    nlp.initialize()
+    assert set(activations(nlp)) == {NewGELUActivation}  # swapped at the first forward pass, not before
+    numpy.testing.assert_allclose(trf_tensor(nlp), reference, atol=1e-5)
+    assert activations(nlp) and set(activations(nlp)) == {torch.nn.GELU}
+    assert shim_of(nlp)._model.config.hidden_act == "gelu_new"
+    # training runs through the fused kernel, and a loaded pipeline (a new HF model) is fused again
+    train(nlp, load_refs(mini_corpus)[:2], steps=2)
+    nlp.to_disk(tmp_path / "model")
+    loaded = spacy.load(tmp_path / "model")
+    numpy.testing.assert_allclose(trf_tensor(loaded), trf_tensor(nlp), atol=1e-5)
+    assert set(activations(loaded)) == {torch.nn.GELU}
