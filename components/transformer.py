@@ -10,9 +10,11 @@ never does). bf16 kept EWT dev SRL F1 within 0.3 points; int8 did on one pipelin
 
 ALBERT's activation, `gelu_new`, is the tanh approximation of GELU written as eight element-wise
 operations; PyTorch has the same formula as one fused kernel (`GELU(approximate="tanh")`).
-`fused_gelu` swaps it in before the first forward pass (outputs equal within 2e-6; 1.23x on an
-albert-base forward on 2 CPU cores, README). The stored config and weights are not changed.
+`fused_gelu` swaps it in before the first forward pass (outputs equal within 2e-6; 1.38x on the
+albert-base SRL pipeline on 2 CPU cores, README); `fast_wordpiece` swaps a slow BERT WordPiece
+tokenizer for its fast equivalent. The stored weights are not changed.
 """
+import tempfile
 import warnings
 import weakref
 from typing import Callable, Dict, List
@@ -66,19 +68,49 @@ def fuse_tanh_gelu(module: torch.nn.Module) -> int:
     return replaced
 
 
-def with_fused_gelu(forward: Callable) -> Callable:
-    """Fuse the activation of whichever HF model the shim holds (built at initialize or replaced by a
-    load) on its first forward pass."""
-    fused: "weakref.WeakSet" = weakref.WeakSet()
+def fast_wordpiece_tokenizer(tokenizer):
+    """The fast equivalent of a slow BERT WordPiece tokenizer (MiniLM-as-ALBERT's), else None.
 
-    def fused_gelu_forward(model, docs: List[Doc], is_train: bool):
+    WordPiece splits on whitespace first, so its offsets never include a space and spacy-transformers
+    aligns them correctly (unlike ALBERT's SentencePiece fast tokenizer, FINDINGS.md); on EWT dev it
+    gave the slow one's ids and alignment exactly, in a quarter of the time."""
+    from transformers import BertTokenizer, BertTokenizerFast
+
+    if type(tokenizer) is not BertTokenizer:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        return BertTokenizerFast.from_pretrained(folder)
+
+
+def prepare_encoder(model, fused_gelu: bool = True, fast_wordpiece: bool = True) -> None:
+    """The speed swaps that keep the numbers, on the HF objects a TransformerModel holds now:
+    the fused tanh GELU in its transformer (and in an int8 copy standing in for it), the fast
+    WordPiece tokenizer for a slow BERT one."""
+    shim = model.layers[0].shims[0]
+    hf_objects = shim._hfmodel
+    if fused_gelu:
+        for module in {id(m): m for m in (shim._model, hf_objects.transformer) if m is not None}.values():
+            fuse_tanh_gelu(module)
+    if fast_wordpiece and hf_objects.tokenizer is not None:
+        fast = fast_wordpiece_tokenizer(hf_objects.tokenizer)
+        if fast is not None:
+            hf_objects.tokenizer = fast
+
+
+def with_prepared_encoder(forward: Callable, fused_gelu: bool, fast_wordpiece: bool) -> Callable:
+    """`prepare_encoder` before the first forward pass of each HF model the shim holds (one is
+    built at initialize, a load replaces it, an int8 copy stands in for it at prediction)."""
+    prepared: "weakref.WeakSet" = weakref.WeakSet()
+
+    def prepared_forward(model, docs: List[Doc], is_train: bool):
         hf_model = model.layers[0].shims[0]._model
-        if hf_model is not None and hf_model not in fused:
-            fuse_tanh_gelu(hf_model)
-            fused.add(hf_model)
+        if hf_model is not None and hf_model not in prepared:
+            prepare_encoder(model, fused_gelu, fast_wordpiece)
+            prepared.add(hf_model)
         return forward(model, docs, is_train)
 
-    return fused_gelu_forward
+    return prepared_forward
 
 
 def quantize_linear_int8(module: torch.nn.Module) -> torch.nn.Module:
@@ -128,15 +160,17 @@ def create_transformer_model(
     cpu_bf16: bool = True,
     cpu_int8: bool = False,
     fused_gelu: bool = True,
+    fast_wordpiece: bool = True,
 ) -> TransformerModel:
     """spacy-transformers.TransformerModel.v3, plus bf16 autocast on CPUs that support it
     (`cpu_bf16`) and, where bf16 is not used, int8 prediction (`cpu_int8`); both ignored on GPUs.
-    `fused_gelu`: ALBERT's `gelu_new` run as PyTorch's fused kernel (same formula), CPU and GPU.
+    `fused_gelu`: ALBERT's `gelu_new` run as PyTorch's fused kernel (same formula), CPU and GPU;
+    `fast_wordpiece`: a slow BERT WordPiece tokenizer replaced by its fast equivalent (same ids).
     Docs: README.md, "The SRL pipe"."""
     model = TransformerModel(name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config)
-    if fused_gelu:
+    if fused_gelu or fast_wordpiece:
         # innermost, so an int8 copy (made from the unfused original) is fused too
-        model._func = with_fused_gelu(model._func)
+        model._func = with_prepared_encoder(model._func, fused_gelu, fast_wordpiece)
     if cpu_bf16 and cpu_bf16_supported():
         model._func = with_cpu_bf16(model._func)
     elif cpu_int8:

@@ -324,10 +324,11 @@ def per_predicate_child(model: str, corpus: Path, result: Path, batch_size: int 
     from spacy.tokens import DocBin
 
     from albert_srl.components.frames import frame_specs
-    from albert_srl.components.transformer import cpu_precision, quantize_linear_int8
+    from albert_srl.components.transformer import cpu_precision, prepare_encoder, quantize_linear_int8
 
     nlp = load_pipeline(model, precision)
     trf = nlp.get_pipe("transformer").model
+    prepare_encoder(trf)  # the pipeline's own swaps (fused GELU, fast WordPiece tokenizer), on both sides
     encoder, tokenizer = trf.transformer.eval(), trf.tokenizer
     refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
     # AllenNLP's SRL-BERT input: "[CLS] sentence [SEP] predicate [SEP]", one sequence per predicate;

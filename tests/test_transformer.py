@@ -5,13 +5,34 @@ import pytest
 
 from albert_srl.components.transformer import cpu_bf16_supported, cpu_precision
 
-from conftest import TRF_OVERRIDES, load_refs, make_nlp, train
+from conftest import TEXTS, TRF_OVERRIDES, load_refs, make_nlp, train
 
 HEAD = {"components.srl.model.hidden_width": 128}
 BF16 = {**TRF_OVERRIDES, "components.transformer.model.cpu_bf16": True}
 INT8 = {**TRF_OVERRIDES, "components.transformer.model.cpu_int8": True}
 needs_bf16 = pytest.mark.skipif(not cpu_bf16_supported(), reason="this CPU has no AVX512-BF16 or AMX: the architecture runs in fp32")
 TEXT = "John gave Mary the book yesterday. She didn't look it up, which surprised him."
+
+
+@pytest.fixture(scope="module")
+def tiny_wordpiece_albert(tmp_path_factory):
+    """A tiny random ALBERT with a slow BERT WordPiece tokenizer: MiniLM-as-ALBERT's layout."""
+    import re
+
+    import torch
+    from transformers import AlbertConfig, AlbertModel, BertTokenizer
+
+    from albert_srl.pipeline.encoder import SHAPES
+
+    root = tmp_path_factory.mktemp("wordpiece-albert")
+    words = sorted({w for text in TEXTS for w in re.findall(r"\w+|[^\w\s]", text.lower())})
+    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words[::2], *sorted({w[:3] for w in words}), *sorted({"##" + w[3:] for w in words if len(w) > 3})]
+    (root / "vocab.txt").write_text("\n".join(dict.fromkeys(pieces)) + "\n")
+    tokenizer = BertTokenizer(str(root / "vocab.txt"))
+    torch.manual_seed(0)
+    AlbertModel(AlbertConfig(vocab_size=len(tokenizer), hidden_act="gelu", **SHAPES["tiny"])).save_pretrained(root / "encoder")
+    tokenizer.save_pretrained(root / "encoder")
+    return root / "encoder"
 
 
 def trf_tensor(nlp, text=TEXT):
@@ -125,3 +146,26 @@ def test_fused_gelu_swaps_albert_activation_and_keeps_outputs(tiny_albert, mini_
     loaded = spacy.load(tmp_path / "model")
     numpy.testing.assert_allclose(trf_tensor(loaded), trf_tensor(nlp), atol=1e-5)
     assert set(activations(loaded)) == {torch.nn.GELU}
+
+
+def test_fast_wordpiece_tokenizer_gives_the_slow_ones_ids_and_alignment(tiny_wordpiece_albert, tmp_path):
+    import spacy
+
+    text = " ".join(TEXTS)
+    slow = make_nlp("srl_trf.cfg", {**TRF_OVERRIDES, "components.transformer.model.fast_wordpiece": False}, tiny_wordpiece_albert)
+    slow.initialize()
+    expected = slow(text)._.trf_data
+    assert type(slow.get_pipe("transformer").model.tokenizer).__name__ == "BertTokenizer"
+    nlp = make_nlp("srl_trf.cfg", TRF_OVERRIDES, tiny_wordpiece_albert)
+    nlp.initialize()
+    data = nlp(text)._.trf_data
+    assert type(nlp.get_pipe("transformer").model.tokenizer).__name__ == "BertTokenizerFast"
+    assert data.wordpieces.strings == expected.wordpieces.strings and "[UNK]" not in data.wordpieces.strings[0]
+    assert any(piece.startswith("##") for piece in data.wordpieces.strings[0])  # words split into pieces: alignment is tested
+    numpy.testing.assert_array_equal(data.align.lengths, expected.align.lengths)
+    numpy.testing.assert_array_equal(data.align.dataXd, expected.align.dataXd)
+    numpy.testing.assert_allclose(data.tensors[0], expected.tensors[0], atol=1e-6)
+    nlp.to_disk(tmp_path / "model")
+    loaded = spacy.load(tmp_path / "model")
+    numpy.testing.assert_allclose(trf_tensor(loaded, text), data.tensors[0], atol=1e-6)
+    assert type(loaded.get_pipe("transformer").model.tokenizer).__name__ == "BertTokenizerFast"
