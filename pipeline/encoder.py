@@ -18,6 +18,8 @@ from wasabi import msg
 SHAPES: Dict[str, dict] = {
     # name: embedding_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size
     "tiny": dict(embedding_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
+    # small: priced at about 10x roberta-base's speed in an SRL pipeline (README, "Speed"); not yet pretrained
+    "small": dict(embedding_size=128, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
     "cpu": dict(embedding_size=128, hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1536),
     "base": dict(embedding_size=128, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
 }
