@@ -12,7 +12,8 @@ ALBERT's activation, `gelu_new`, is the tanh approximation of GELU written as ei
 operations; PyTorch has the same formula as one fused kernel (`GELU(approximate="tanh")`).
 `fused_gelu` swaps it in before the first forward pass (outputs equal within 2e-6; 1.38x on the
 albert-base SRL pipeline on 2 CPU cores, README); `fast_wordpiece` swaps a slow BERT WordPiece
-tokenizer for its fast equivalent. The stored weights are not changed.
+tokenizer for its fast equivalent. The stored weights are not changed; a pipeline saved after the
+swap stores the fast tokenizer (same vocabulary).
 """
 import tempfile
 import warnings
