@@ -169,3 +169,71 @@ def test_fast_wordpiece_tokenizer_gives_the_slow_ones_ids_and_alignment(tiny_wor
     loaded = spacy.load(tmp_path / "model")
     numpy.testing.assert_allclose(trf_tensor(loaded, text), data.tensors[0], atol=1e-6)
     assert type(loaded.get_pipe("transformer").model.tokenizer).__name__ == "BertTokenizerFast"
+
+
+def test_length_buckets_trim_padding_and_put_rows_back():
+    """Windows run in groups of similar length, each cut to its own longest; rows come back in place."""
+    import torch
+    from spacy_transformers.data_classes import WordpieceBatch
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    from albert_srl.components.transformer import with_length_buckets
+
+    shapes = []
+
+    def forward(model, wordpieces, is_train):
+        # each position's vector is its id: where a row lands after merging is checkable
+        shapes.append(wordpieces.input_ids.shape)
+        states = torch.as_tensor(wordpieces.input_ids, dtype=torch.float32)[:, :, None].repeat(1, 1, 2)
+        return BaseModelOutputWithPooling(last_hidden_state=states, pooler_output=states[:, 0] * 2), None
+
+    lengths = [3, 7, 2, 7, 5]
+    ids = numpy.zeros((len(lengths), 7), dtype="int64")
+    for row, length in enumerate(lengths):
+        ids[row, :length] = numpy.arange(1, length + 1) + 10 * row
+    mask = (ids > 0).astype("float32")
+    batch = WordpieceBatch(strings=[[str(i) for i in row if i] for row in ids], input_ids=ids, attention_mask=mask, lengths=lengths, token_type_ids=None)
+    padded, _ = forward(None, batch, False)
+    shapes.clear()
+    output, _ = with_length_buckets(forward, max_tokens=14)(None, batch, False)
+    assert shapes == [(2, 7), (2, 5), (1, 2)]  # longest first, at most 14 padded positions each
+    assert output.last_hidden_state.shape == padded.last_hidden_state.shape
+    real = torch.as_tensor(mask, dtype=torch.bool)
+    assert torch.equal(output.last_hidden_state[real], padded.last_hidden_state[real])
+    assert not output.last_hidden_state[~real].any()  # padding comes back as zeros
+    assert torch.equal(output.pooler_output, padded.pooler_output)
+    # training, and left-padded batches, run the padded batch as it is
+    for is_train, wordpieces in ((True, batch), (False, WordpieceBatch(batch.strings, ids[:, ::-1].copy(), mask[:, ::-1].copy(), lengths, None))):
+        shapes.clear()
+        with_length_buckets(forward, max_tokens=14)(None, wordpieces, is_train)
+        assert shapes == [(5, 7)]
+
+
+def test_length_buckets_keep_the_pipelines_predictions(tiny_pipeline, mini_corpus):
+    """Small buckets against one padded batch, on a trained pipeline: same frames, same vectors."""
+    import spacy
+
+    texts = [doc.text for doc in load_refs(mini_corpus)] + [" ".join(TEXTS) * 3]
+    padded = spacy.load(tiny_pipeline, config={"components": {"transformer": {"model": {"bucket_tokens": 0}}}})
+    nlp = spacy.load(tiny_pipeline, config={"components": {"transformer": {"model": {"bucket_tokens": 64}}}})
+    widths = []
+    hook = shim_of(nlp)._model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    docs = list(nlp.pipe(texts, batch_size=len(texts)))
+    hook.remove()
+    assert len(widths) > 1 and len({w[1] for w in widths}) > 1  # several groups, of different widths
+    expected = list(padded.pipe(texts, batch_size=len(texts)))
+
+    def frames(doc):
+        return [(s.start, s.end, s.label_) for key in ("srl_predicates", "srl_arguments") for s in doc.spans[key]]
+
+    assert any(frames(doc) for doc in docs)
+    for doc, reference in zip(docs, expected):
+        assert frames(doc) == frames(reference)
+        numpy.testing.assert_allclose(aligned_states(doc), aligned_states(reference), atol=1e-5)
+
+
+def aligned_states(doc):
+    """The wordpiece vectors the alignment points at (what the listeners read)."""
+    data = doc._.trf_data
+    states = data.tensors[0]
+    return states.reshape(-1, states.shape[-1])[data.align.dataXd.ravel()]
