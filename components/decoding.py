@@ -35,52 +35,73 @@ def viterbi_bio(log_probs: numpy.ndarray, head: int = -1) -> numpy.ndarray:
 
 
 def viterbi_bio_batch(log_probs: numpy.ndarray, lengths: Sequence[int], blocked: Sequence[int]) -> numpy.ndarray:
-    """Best BIO label sequences for many predicates at once (one numpy pass per position, not per
-    predicate and position): log_probs (P, L, labels), each row's length, and one position per row
-    forced to O (its predicate; -1 for none). Positions past a row's length are 0."""
-    n_rows, max_len, n_labels = log_probs.shape
+    """Best BIO label sequences for many predicates at once: log_probs (P, L, labels), each row's
+    length, and one position per row forced to O (its predicate; -1 for none). Positions past a
+    row's length are 0.
+
+    A row whose per-token best labels already obey the constraints has that as its best path (the
+    constraints only remove paths); Viterbi runs on the others, one numpy pass per position."""
+    n_rows, max_len, _ = log_probs.shape
     lengths = numpy.asarray(lengths, dtype=numpy.int64)
-    path = numpy.zeros((n_rows, max_len), dtype="int64")
-    if n_rows == 0 or max_len == 0:
-        return path
-    rows = numpy.arange(n_rows)
-    scores = log_probs.astype("float64").copy()
     blocked = numpy.asarray(blocked, dtype=numpy.int64)
+    if n_rows == 0 or max_len == 0:
+        return numpy.zeros((n_rows, max_len), dtype="int64")
+    padding = numpy.arange(max_len)[None, :] >= lengths[:, None]
+    path = numpy.where(padding, 0, log_probs.argmax(axis=2))
+    rows = numpy.flatnonzero(~well_formed_rows(path, blocked))
+    if len(rows):
+        path[rows] = constrained_viterbi(log_probs[rows], lengths[rows], blocked[rows])
+    return path
+
+
+def well_formed_rows(path: numpy.ndarray, blocked: numpy.ndarray) -> numpy.ndarray:
+    """Per row of label ids: `I-r` only right after `B-r`/`I-r`, and O at the blocked position."""
+    inside = (path > 0) & (path % 2 == 0)
+    previous = numpy.pad(path[:, :-1], ((0, 0), (1, 0)))
+    continues = (previous == path) | (previous == path - 1)
+    ok = ~(inside & ~continues).any(axis=1)
+    rows = numpy.arange(len(path))
+    has_block = (blocked >= 0) & (blocked < path.shape[1])
+    ok[rows[has_block]] &= path[rows[has_block], blocked[has_block]] == 0
+    return ok
+
+
+def constrained_viterbi(log_probs: numpy.ndarray, lengths: numpy.ndarray, blocked: numpy.ndarray) -> numpy.ndarray:
+    n_rows, max_len, n_labels = log_probs.shape
+    path = numpy.zeros((n_rows, max_len), dtype="int64")
+    rows = numpy.arange(n_rows)
+    scores = log_probs.astype("float64")
     has_block = (blocked >= 0) & (blocked < lengths)
     scores[rows[has_block], blocked[has_block], 1:] = -numpy.inf
     begins = numpy.arange(1, n_labels, 2)
     insides = begins + 1
-    back = numpy.zeros((n_rows, max_len, n_labels), dtype="int64")
+    inside_scores = scores[:, :, insides]
+    # back-pointers: O and B- at t come from the best label at t-1; I-r from B-r or from I-r
+    best_previous = numpy.zeros((n_rows, max_len), dtype="int64")
+    from_inside = numpy.zeros((n_rows, max_len, len(insides)), dtype=bool)
     current = scores[:, 0].copy()
     current[:, insides] = -numpy.inf
+    final = current.copy()
+    ends_at = {t: numpy.flatnonzero(lengths == t + 1) for t in range(1, max_len)}
     for t in range(1, max_len):
-        best_prev = current.argmax(axis=1)
-        new = scores[:, t] + current[rows, best_prev][:, None]
-        back[:, t] = best_prev[:, None]
-        prev_inside = numpy.where(current[:, begins] >= current[:, insides], begins, insides)
-        new[:, insides] = scores[:, t, insides] + numpy.take_along_axis(current, prev_inside, axis=1)
-        back[:, t, insides] = prev_inside
-        current = numpy.where((t < lengths)[:, None], new, current)  # finished rows keep their last column
+        previous = current.argmax(axis=1)
+        stay = current[:, insides] > current[:, begins]  # ties go to B-r
+        new = scores[:, t] + current[rows, previous][:, None]
+        new[:, insides] = inside_scores[:, t] + numpy.where(stay, current[:, insides], current[:, begins])
+        best_previous[:, t] = previous
+        from_inside[:, t] = stay
+        current = new
+        final[ends_at[t]] = current[ends_at[t]]
     last = numpy.maximum(lengths - 1, 0)
-    path[rows, last] = current.argmax(axis=1)
+    path[rows, last] = final.argmax(axis=1)
     for t in range(max_len - 1, 0, -1):
-        inside = t < lengths
-        path[inside, t - 1] = back[rows[inside], t, path[inside, t]]
+        live = rows[t < lengths]
+        label = path[live, t]
+        role = numpy.maximum(label // 2 - 1, 0)
+        from_i = from_inside[live, t, role]
+        is_inside = (label > 0) & (label % 2 == 0)
+        path[live, t - 1] = numpy.where(is_inside, numpy.where(from_i, label, label - 1), best_previous[live, t])
     return path
-
-
-def bio_to_spans(path: Sequence[int]) -> List[Tuple[int, int, int]]:
-    """(role index, start, end) spans of a well-formed BIO label-id sequence."""
-    spans = []
-    start, role = None, None
-    for i, label in enumerate(list(path) + [0]):
-        if label == 0 or label % 2 == 1:  # O or B- closes the open span
-            if start is not None:
-                spans.append((int(role), start, i))
-                start = None
-            if label % 2 == 1:
-                start, role = i, (label - 1) // 2
-    return spans
 
 
 def decode_arguments(log_probs: numpy.ndarray, roles: Sequence[str], head: int, path: Optional[numpy.ndarray] = None) -> List[Tuple[str, int, int, float]]:
@@ -91,12 +112,36 @@ def decode_arguments(log_probs: numpy.ndarray, roles: Sequence[str], head: int, 
     """
     if path is None:
         path = viterbi_bio(log_probs, head)
-    spans = []
-    for role_id, start, end in bio_to_spans(path):
-        probs = numpy.exp(log_probs[numpy.arange(start, end), path[start:end]])
-        spans.append((roles[role_id], start, end, float(probs.mean())))
+    return decode_arguments_batch(log_probs[None], numpy.asarray(path)[None], roles)[0]
+
+
+def decode_arguments_batch(log_probs: numpy.ndarray, paths: numpy.ndarray, roles: Sequence[str]) -> List[List[Tuple[str, int, int, float]]]:
+    """`decode_arguments` for many predicates' Viterbi paths (P, L) at once (padding is O)."""
+    n_rows, max_len = paths.shape
+    results: List[List[Tuple[str, int, int, float]]] = [[] for _ in range(n_rows)]
+    if n_rows == 0 or max_len == 0:
+        return results
+    chosen = numpy.take_along_axis(log_probs, paths[:, :, None], axis=2)[:, :, 0]
+    cumulative = numpy.pad(numpy.cumsum(numpy.exp(chosen.astype("float64")), axis=1), ((0, 0), (1, 0)))
+    # a span runs from its B- to the next position that is not I- (paths are well-formed)
+    not_inside = numpy.pad((paths == 0) | (paths % 2 == 1), ((0, 0), (0, 1)), constant_values=True)
+    breaks = numpy.where(not_inside, numpy.arange(max_len + 1), max_len)
+    next_break = numpy.minimum.accumulate(breaks[:, ::-1], axis=1)[:, ::-1]
+    span_rows, starts = numpy.nonzero(paths % 2 == 1)
+    ends = next_break[span_rows, starts + 1]
+    scores = (cumulative[span_rows, ends] - cumulative[span_rows, starts]) / (ends - starts)
+    role_ids = (paths[span_rows, starts] - 1) // 2
+    for row, role, start, end, score in zip(span_rows.tolist(), role_ids.tolist(), starts.tolist(), ends.tolist(), scores.tolist()):
+        results[row].append((roles[role], start, end, score))
+    return [one_span_per_core_role(spans) for spans in results]
+
+
+def one_span_per_core_role(spans: List[Tuple[str, int, int, float]]) -> List[Tuple[str, int, int, float]]:
+    """Where a core role labels two spans, the better-scoring one stays (the first on a tie)."""
     best = {}
     for span in spans:
         if CORE_ROLE.match(span[0]) and (span[0] not in best or span[3] > best[span[0]][3]):
             best[span[0]] = span
-    return [s for s in spans if not CORE_ROLE.match(s[0]) or best[s[0]] is s]
+    if len(best) == sum(1 for span in spans if span[0] in best):
+        return spans
+    return [s for s in spans if s[0] not in best or best[s[0]] is s]

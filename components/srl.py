@@ -19,7 +19,7 @@ from spacy.util import from_disk as util_from_disk, registry
 from spacy.vocab import Vocab
 from thinc.api import Adam, Config, Model, Optimizer, torch2xp, xp2torch
 
-from albert_srl.components.decoding import bio_labels, decode_arguments, spans_to_bio, viterbi_bio_batch
+from albert_srl.components.decoding import bio_labels, decode_arguments_batch, spans_to_bio, viterbi_bio_batch
 from albert_srl.components.frames import PREDICATE_TYPES, FrameSpec, frame_specs, project_specs, same_tokens, set_frames
 from albert_srl.components.model import build_head, head_module
 from albert_srl.components.scoring import score_srl
@@ -177,7 +177,7 @@ class SemanticRoleLabeler(TrainablePipe):
             sense_logits = module.senses(H, heads_t).float().cpu().numpy()
             # predicates in chunks of similar window length (little padding for the linear layers),
             # each at most `chunk_pairs` padded pairs: memory stays bounded however many a batch holds
-            arg_log_probs, paths = [None] * len(heads), [None] * len(heads)
+            decoded = [None] * len(heads)
             token_terms = module.token_terms(H)
             for chunk in self._length_sorted_chunks(lengths_t.numpy()):
                 chunk_t = torch.from_numpy(chunk)
@@ -185,20 +185,17 @@ class SemanticRoleLabeler(TrainablePipe):
                 log_probs = torch.log_softmax(logits, dim=-1).cpu().numpy()
                 # constrained Viterbi for the whole chunk at once: per-predicate numpy loops cost more
                 chunk_paths = viterbi_bio_batch(log_probs, lengths_t[chunk_t].numpy(), (heads_t[chunk_t] - starts_t[chunk_t]).numpy())
-                for row, k in enumerate(chunk.tolist()):
-                    arg_log_probs[k], paths[k] = log_probs[row], chunk_paths[row]
+                for k, arguments in zip(chunk.tolist(), decode_arguments_batch(log_probs, chunk_paths, self.roles)):
+                    decoded[k] = arguments
         for k, head in enumerate(heads):
             d = doc_of[k]
             doc = docs[d]
             local = head - offsets[d]
-            start, end = windows[k]
+            shift = windows[k][0] - offsets[d]  # window offsets -> doc offsets
             probs = pred_probs[head]
             type_id = int(probs[1:].argmax()) + 1
             sense = self._choose_sense(doc[local].lower_, sense_logits[k])
-            arguments = [
-                (role, s + start - offsets[d], e + start - offsets[d], score)
-                for role, s, e, score in decode_arguments(arg_log_probs[k][: end - start], self.roles, head - start, path=paths[k][: end - start])
-            ]
+            arguments = [(role, s + shift, e + shift, score) for role, s, e, score in decoded[k]]
             results[d].append((local, PREDICATE_LABELS[type_id], sense, float(1.0 - probs[0]), arguments))
         return results
 
