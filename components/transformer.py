@@ -167,11 +167,13 @@ def with_length_buckets(forward: Callable, max_tokens: int) -> Callable:
     spacy-transformers pads every window of a batch to the longest one: on EWT dev 39% of the
     positions the encoder computed were padding. Each window's own positions give the same
     vectors either way (the attention mask hides padding); padded positions come back as zeros,
-    which nothing reads (the alignment points at real wordpieces only). Training is unchanged."""
+    which nothing reads (the alignment points at real wordpieces only). Training, and GPUs, are
+    unchanged."""
 
     def forward_in_length_buckets(model, wordpieces, is_train: bool):
         n_rows = len(wordpieces)
-        if is_train or n_rows < 2:
+        # GPUs: not measured yet, so left as spacy-transformers runs them
+        if is_train or n_rows < 2 or model.ops.device_type != "cpu":
             return forward(model, wordpieces, is_train)
         mask = numpy.asarray(wordpieces.attention_mask)
         width = mask.shape[1]
@@ -259,8 +261,8 @@ def create_transformer_model(
     (`cpu_bf16`) and, where bf16 is not used, int8 prediction (`cpu_int8`); both ignored on GPUs.
     `fused_gelu`: ALBERT's `gelu_new` run as PyTorch's fused kernel (same formula), CPU and GPU;
     `fast_wordpiece`: a slow BERT WordPiece tokenizer replaced by its fast equivalent (same ids);
-    `bucket_tokens`: prediction runs a batch's windows in groups of similar length of at most this
-    many padded wordpieces (same vectors, less padding; 0: one batch padded to its longest window).
+    `bucket_tokens`: CPU prediction runs a batch's windows in groups of similar length of at most
+    this many padded wordpieces (same vectors, less padding; 0: one batch padded to its longest).
     Docs: README.md, "The SRL pipe"."""
     model = TransformerModel(name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config)
     if bucket_tokens > 0:

@@ -173,8 +173,11 @@ def test_fast_wordpiece_tokenizer_gives_the_slow_ones_ids_and_alignment(tiny_wor
 
 def test_length_buckets_trim_padding_and_put_rows_back():
     """Windows run in groups of similar length, each cut to its own longest; rows come back in place."""
+    from types import SimpleNamespace
+
     import torch
     from spacy_transformers.data_classes import WordpieceBatch
+    from thinc.api import NumpyOps
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     from albert_srl.components.transformer import with_length_buckets
@@ -193,9 +196,10 @@ def test_length_buckets_trim_padding_and_put_rows_back():
         ids[row, :length] = numpy.arange(1, length + 1) + 10 * row
     mask = (ids > 0).astype("float32")
     batch = WordpieceBatch(strings=[[str(i) for i in row if i] for row in ids], input_ids=ids, attention_mask=mask, lengths=lengths, token_type_ids=None)
-    padded, _ = forward(None, batch, False)
+    cpu_layer = SimpleNamespace(ops=NumpyOps())
+    padded, _ = forward(cpu_layer, batch, False)
     shapes.clear()
-    output, _ = with_length_buckets(forward, max_tokens=14)(None, batch, False)
+    output, _ = with_length_buckets(forward, max_tokens=14)(cpu_layer, batch, False)
     assert shapes == [(2, 7), (2, 5), (1, 2)]  # longest first, at most 14 padded positions each
     assert output.last_hidden_state.shape == padded.last_hidden_state.shape
     real = torch.as_tensor(mask, dtype=torch.bool)
@@ -205,7 +209,7 @@ def test_length_buckets_trim_padding_and_put_rows_back():
     # training, and left-padded batches, run the padded batch as it is
     for is_train, wordpieces in ((True, batch), (False, WordpieceBatch(batch.strings, ids[:, ::-1].copy(), mask[:, ::-1].copy(), lengths, None))):
         shapes.clear()
-        with_length_buckets(forward, max_tokens=14)(None, wordpieces, is_train)
+        with_length_buckets(forward, max_tokens=14)(cpu_layer, wordpieces, is_train)
         assert shapes == [(5, 7)]
 
 
