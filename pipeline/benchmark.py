@@ -589,19 +589,27 @@ def trf_reference_benchmark(
     msg.good(f"{gold['predicates']:,} gold predicates in {corpus} -> {output}")
 
 
-SPEED_OPTIONS = ("fp32", "bf16", "int8", "length-sorted", "no-overlap")
+SPEED_OPTIONS = ("fp32", "bf16", "int8", "length-buckets", "length-sorted", "no-overlap")
+DEFAULT_BUCKET_TOKENS = 1024  # albert_srl.TransformerModel.v1's default
 
 
 def load_with_option(model: str, option: str):
-    """The pipeline with one speed option applied (fp32 = neither bf16 nor int8; sorting and
-    no-overlap run in fp32). no-overlap: the transformer's windows follow each other (stride =
-    window) instead of overlapping, so each token is encoded once."""
+    """The pipeline with one speed option on a plain fp32 baseline: neither bf16 nor int8, each
+    batch's windows padded to its longest as spacy-transformers pads them. length-buckets: windows
+    run in groups of similar length (`bucket_tokens`); length-sorted: batches of documents of similar
+    length; no-overlap: the transformer's windows follow each other (stride = window) instead of
+    overlapping, so each token is encoded once."""
     import spacy
 
-    if option != "no-overlap":
-        return load_pipeline(model, "fp32" if option == "length-sorted" else option)
-    window = transformer_config(model)["get_spans"]["window"]
-    return spacy.load(model, config={**precision_overrides("fp32"), "components.transformer.model.get_spans.stride": window})
+    from albert_srl.components.transformer import cpu_bf16_supported
+
+    if option == "bf16" and not cpu_bf16_supported():
+        raise RuntimeError("this CPU has no bf16 support (AVX512-BF16 or AMX)")
+    overrides = precision_overrides(option if option in ("bf16", "int8") else "fp32")
+    overrides["components.transformer.model.bucket_tokens"] = DEFAULT_BUCKET_TOKENS if option == "length-buckets" else 0
+    if option == "no-overlap":
+        overrides["components.transformer.model.get_spans.stride"] = transformer_config(model)["get_spans"]["window"]
+    return spacy.load(model, config=overrides)
 
 
 @app.command("option-child", hidden=True)

@@ -20,3 +20,12 @@ def test_speed_options_keep_the_frames_format(tiny_pipeline, option):
     nlp = load_with_option(str(tiny_pipeline), option)
     doc = nlp("John gave Mary the book yesterday.")
     assert "srl_predicates" in doc.spans and "srl_arguments" in doc.spans
+
+
+def test_options_run_on_a_baseline_without_buckets(tiny_pipeline):
+    """Each option is measured against plain padded batches; length-buckets is the only one with groups."""
+    for option in ("fp32", "int8", "no-overlap", "length-sorted", "length-buckets"):
+        nlp = load_with_option(str(tiny_pipeline), option)
+        config = nlp.config["components"]["transformer"]["model"]
+        assert config["bucket_tokens"] == (1024 if option == "length-buckets" else 0)
+        assert config["cpu_int8"] == (option == "int8") and not config["cpu_bf16"]
