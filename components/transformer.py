@@ -15,7 +15,7 @@ albert-base SRL pipeline on 2 CPU cores, README); `fast_wordpiece` swaps a slow 
 tokenizer for its fast equivalent. The stored weights are not changed; a pipeline saved after the
 swap stores the fast tokenizer (same vocabulary). `bucket_tokens` predicts a batch's windows in
 groups of similar length instead of one batch padded to its longest window (39% of the positions on
-EWT dev were padding): the same vectors, 1.3x the words/s of a trained pipeline (README).
+EWT dev were padding): the same vectors and gradients, 1.3x the words/s of a trained pipeline (README).
 """
 import tempfile
 import warnings
@@ -152,28 +152,30 @@ def place_rows(values, n_rows: int, width: Optional[int]) -> torch.Tensor:
     sample = values[0][1]
     shape = (n_rows, width, *sample.shape[2:]) if width is not None else (n_rows, *sample.shape[1:])
     merged = sample.new_zeros(shape)
-    for rows, value in values:
-        index = torch.as_tensor(rows, device=value.device)
-        if width is None:
-            merged[index] = value
-        else:
-            merged[index, : value.shape[1]] = value
+    with torch.no_grad():  # a copy for the listeners; gradients go back through each group's own graph
+        for rows, value in values:
+            index = torch.as_tensor(rows, device=value.device)
+            if width is None:
+                merged[index] = value
+            else:
+                merged[index, : value.shape[1]] = value
     return merged
 
 
 def with_length_buckets(forward: Callable, max_tokens: int) -> Callable:
-    """Predict a batch of windows in groups of similar length, each padded to its own longest.
+    """Run a batch of windows in groups of similar length, each padded to its own longest.
 
     spacy-transformers pads every window of a batch to the longest one: on EWT dev 39% of the
     positions the encoder computed were padding. Each window's own positions give the same
     vectors either way (the attention mask hides padding); padded positions come back as zeros,
-    which nothing reads (the alignment points at real wordpieces only). Training, and GPUs, are
-    unchanged."""
+    which nothing reads (the alignment points at real wordpieces only). In training each group's
+    gradient flows back through its own graph and the weights' gradients add up, as in one batch.
+    GPUs, and training with a gradient scaler (mixed precision), run the padded batch as it is."""
 
     def forward_in_length_buckets(model, wordpieces, is_train: bool):
         n_rows = len(wordpieces)
-        # GPUs: not measured yet, so left as spacy-transformers runs them
-        if is_train or n_rows < 2 or model.ops.device_type != "cpu":
+        # GPUs: not measured yet; a gradient scaler would unscale the summed gradients once per group
+        if n_rows < 2 or model.ops.device_type != "cpu" or (is_train and model.shims[0]._grad_scaler._enabled):
             return forward(model, wordpieces, is_train)
         mask = numpy.asarray(wordpieces.attention_mask)
         width = mask.shape[1]
@@ -184,7 +186,7 @@ def with_length_buckets(forward: Callable, max_tokens: int) -> Callable:
         groups = length_groups(lengths, max_tokens)
         if len(groups) == 1 and int(lengths.max()) == width:
             return forward(model, wordpieces, is_train)
-        outputs = []
+        parts = []
         for rows in groups:
             longest = int(lengths[rows[0]])
             part = WordpieceBatch(
@@ -194,13 +196,23 @@ def with_length_buckets(forward: Callable, max_tokens: int) -> Callable:
                 lengths=[wordpieces.lengths[i] for i in rows],
                 token_type_ids=None if wordpieces.token_type_ids is None else wordpieces.token_type_ids[rows, :longest],
             )
-            outputs.append((rows, forward(model, part, is_train)[0]))
-        merged = merge_rows(outputs, n_rows, width)
+            parts.append((rows, *forward(model, part, is_train)))
+        merged = merge_rows([(rows, output) for rows, output, _ in parts], n_rows, width)
         if merged is None:
             return forward(model, wordpieces, is_train)
 
         def backprop(d_output):
-            raise ValueError("length buckets are for prediction only; training runs the padded batch")
+            # spacy-transformers' gradients: (rows, width, dims) per sequence output, (rows, dims) per row
+            result = None
+            for rows, output, part_backprop in parts:
+                index = torch.as_tensor(rows)
+                longest = output["last_hidden_state"].shape[1]
+                d_part = type(d_output)()
+                for key, value in d_output.items():
+                    value = value[index.to(value.device)]
+                    d_part[key] = value[:, :longest] if value.dim() == 3 else value
+                result = part_backprop(d_part)
+            return result
 
         return merged, backprop
 
@@ -261,8 +273,8 @@ def create_transformer_model(
     (`cpu_bf16`) and, where bf16 is not used, int8 prediction (`cpu_int8`); both ignored on GPUs.
     `fused_gelu`: ALBERT's `gelu_new` run as PyTorch's fused kernel (same formula), CPU and GPU;
     `fast_wordpiece`: a slow BERT WordPiece tokenizer replaced by its fast equivalent (same ids);
-    `bucket_tokens`: CPU prediction runs a batch's windows in groups of similar length of at most
-    this many padded wordpieces (same vectors, less padding; 0: one batch padded to its longest).
+    `bucket_tokens`: on CPUs a batch's windows run in groups of similar length of at most this many
+    padded wordpieces (same vectors and gradients, less padding; 0: one batch padded to its longest).
     Docs: README.md, "The SRL pipe"."""
     model = TransformerModel(name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config)
     if bucket_tokens > 0:

@@ -206,11 +206,49 @@ def test_length_buckets_trim_padding_and_put_rows_back():
     assert torch.equal(output.last_hidden_state[real], padded.last_hidden_state[real])
     assert not output.last_hidden_state[~real].any()  # padding comes back as zeros
     assert torch.equal(output.pooler_output, padded.pooler_output)
-    # training, and left-padded batches, run the padded batch as it is
-    for is_train, wordpieces in ((True, batch), (False, WordpieceBatch(batch.strings, ids[:, ::-1].copy(), mask[:, ::-1].copy(), lengths, None))):
-        shapes.clear()
-        with_length_buckets(forward, max_tokens=14)(cpu_layer, wordpieces, is_train)
-        assert shapes == [(5, 7)]
+    # left-padded batches run as they are
+    shapes.clear()
+    with_length_buckets(forward, max_tokens=14)(cpu_layer, WordpieceBatch(batch.strings, ids[:, ::-1].copy(), mask[:, ::-1].copy(), lengths, None), False)
+    assert shapes == [(5, 7)]
+
+
+def test_length_buckets_give_the_padded_batchs_gradients(tiny_albert):
+    """Training in groups: the same outputs and the same weight gradients as the padded batch."""
+    import torch
+    from spacy_transformers.data_classes import WordpieceBatch
+    from spacy_transformers.layers.transformer_model import huggingface_tokenize
+    from transformers.file_utils import ModelOutput
+
+    from albert_srl.components.transformer import with_length_buckets
+
+    nlp = make_nlp("srl_trf.cfg", {**TRF_OVERRIDES, "components.transformer.model.bucket_tokens": 0}, tiny_albert)
+    nlp.initialize()
+    hf_layer = nlp.get_pipe("transformer").model.layers[0]
+    hf_model = shim_of(nlp)._model
+    assert hf_model.config.hidden_dropout_prob == 0 and hf_model.config.attention_probs_dropout_prob == 0  # same numbers both ways
+    texts = TEXTS + [" ".join(TEXTS[: k + 2]) for k in range(len(TEXTS) - 1)]
+    wordpieces = WordpieceBatch.from_batch_encoding(huggingface_tokenize(nlp.get_pipe("transformer").model.tokenizer, texts))
+    mask = torch.as_tensor(wordpieces.attention_mask)[:, :, None]
+    padded_forward = hf_layer._func
+
+    def step(func):
+        hf_model.zero_grad()
+        output, backprop = func(hf_layer, wordpieces, True)
+        # gradients reach real wordpieces only (the listeners' alignment), as in spacy-transformers
+        gradient = torch.sin(torch.arange(output.last_hidden_state.numel(), dtype=torch.float32)).reshape(output.last_hidden_state.shape) * mask
+        backprop(ModelOutput(output_0=gradient))
+        return output.last_hidden_state * mask, {name: p.grad.clone() for name, p in hf_model.named_parameters() if p.grad is not None}
+
+    expected, expected_grads = step(padded_forward)
+    groups = []
+    hook = hf_model.register_forward_pre_hook(lambda module, args, kwargs: groups.append(kwargs["input_ids"].shape), with_kwargs=True)
+    got, grads = step(with_length_buckets(padded_forward, max_tokens=64))
+    hook.remove()
+    assert len({g[1] for g in groups}) > 2 and max(g[0] for g in groups) > 1  # groups of several rows, of several widths
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert grads.keys() == expected_grads.keys() and len(grads) > 10
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], atol=1e-4, rtol=1e-4, msg=name)
 
 
 def test_length_buckets_keep_the_pipelines_predictions(tiny_pipeline, mini_corpus):
@@ -241,3 +279,27 @@ def aligned_states(doc):
     data = doc._.trf_data
     states = data.tensors[0]
     return states.reshape(-1, states.shape[-1])[data.align.dataXd.ravel()]
+
+
+def test_a_pipeline_trains_in_length_buckets(tiny_albert, mini_corpus):
+    from spacy.training import Example
+    from thinc.api import Adam
+
+    from conftest import gold_token_doc
+
+    nlp = make_nlp("srl_trf.cfg", {**TRF_OVERRIDES, "components.transformer.model.bucket_tokens": 64}, tiny_albert)
+    nlp.get_pipe("transformer")
+    refs = load_refs(mini_corpus)[:6]
+    train(nlp, refs, steps=1)  # initialize
+    examples = [Example(gold_token_doc(nlp, ref), ref) for ref in refs]
+    optimizer = Adam(0.001)
+    training_passes = []
+    hook = shim_of(nlp)._model.register_forward_pre_hook(lambda module, args, kwargs: training_passes.append(module.training), with_kwargs=True)
+    losses = []
+    for _ in range(8):
+        step = {}
+        nlp.update(examples, sgd=optimizer, losses=step, drop=0.0)
+        losses.append(step["srl"])
+    hook.remove()
+    assert sum(training_passes) > 8  # more encoder passes than updates: the batches ran in groups
+    assert losses[-1] < losses[0]
