@@ -120,7 +120,7 @@ def with_prepared_encoder(forward: Callable, fused_gelu: bool, fast_wordpiece: b
 
 def length_groups(lengths: numpy.ndarray, max_tokens: int) -> List[numpy.ndarray]:
     """Row indices of `lengths` in groups of similar length, longest first, each group holding at
-    most `max_tokens` positions once padded to its own longest row (a row never waits alone)."""
+    most `max_tokens` positions once padded to its own longest row (a longer row is a group alone)."""
     order = numpy.argsort(-lengths, kind="stable")
     groups, start = [], 0
     while start < len(order):
