@@ -86,19 +86,20 @@ def precision_overrides(precision: str) -> Dict:
     return {"components.transformer.model.@architectures": "albert_srl.TransformerModel.v1", "components.transformer.model.cpu_bf16": precision == "bf16", "components.transformer.model.cpu_int8": precision == "int8"}
 
 
-def load_pipeline(model: str, precision: str = "as-trained"):
-    """A trained pipeline, as trained or with its encoder forced to fp32, bf16 autocast or int8."""
+def load_pipeline(model: str, precision: str = "as-trained", overrides: Optional[Dict] = None):
+    """A trained pipeline, as trained or with its encoder forced to fp32, bf16 autocast or int8
+    (plus any other config `overrides`)."""
     import spacy
 
     from albert_srl.components.transformer import cpu_bf16_supported
 
     if precision == "as-trained":
-        return spacy.load(model)
+        return spacy.load(model, config=overrides or {})
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "bf16" and not cpu_bf16_supported():
         raise RuntimeError("this CPU has no bf16 support (AVX512-BF16 or AMX)")
-    return spacy.load(model, config=precision_overrides(precision))
+    return spacy.load(model, config={**precision_overrides(precision), **(overrides or {})})
 
 
 def transformer_config(model: str) -> Dict:
@@ -614,17 +615,10 @@ def load_with_option(model: str, option: str):
     run in groups of similar length (`bucket_tokens`); length-sorted: batches of documents of similar
     length; no-overlap: the transformer's windows follow each other (stride = window) instead of
     overlapping, so each token is encoded once."""
-    import spacy
-
-    from albert_srl.components.transformer import cpu_bf16_supported
-
-    if option == "bf16" and not cpu_bf16_supported():
-        raise RuntimeError("this CPU has no bf16 support (AVX512-BF16 or AMX)")
-    overrides = precision_overrides(option if option in ("bf16", "int8") else "fp32")
-    overrides["components.transformer.model.bucket_tokens"] = DEFAULT_BUCKET_TOKENS if option == "length-buckets" else 0
+    overrides = {"components.transformer.model.bucket_tokens": DEFAULT_BUCKET_TOKENS if option == "length-buckets" else 0}
     if option == "no-overlap":
         overrides["components.transformer.model.get_spans.stride"] = transformer_config(model)["get_spans"]["window"]
-    return spacy.load(model, config=overrides)
+    return load_pipeline(model, option if option in ("bf16", "int8") else "fp32", overrides)
 
 
 @app.command("option-child", hidden=True)
