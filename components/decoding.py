@@ -142,6 +142,4 @@ def one_span_per_core_role(spans: List[Tuple[str, int, int, float]]) -> List[Tup
     for span in spans:
         if CORE_ROLE.match(span[0]) and (span[0] not in best or span[3] > best[span[0]][3]):
             best[span[0]] = span
-    if len(best) == sum(1 for span in spans if span[0] in best):
-        return spans
     return [s for s in spans if s[0] not in best or best[s[0]] is s]

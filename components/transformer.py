@@ -118,6 +118,9 @@ def with_prepared_encoder(forward: Callable, fused_gelu: bool, fast_wordpiece: b
     return prepared_forward
 
 
+BUCKET_TOKENS = 1024  # padded wordpieces per group: 768-1,024 were fastest on EWT dev (2 CPU cores)
+
+
 def length_groups(lengths: numpy.ndarray, max_tokens: int) -> List[numpy.ndarray]:
     """Row indices of `lengths` in groups of similar length, longest first, each group holding at
     most `max_tokens` positions once padded to its own longest row (a longer row is a group alone)."""
@@ -267,7 +270,7 @@ def create_transformer_model(
     cpu_int8: bool = False,
     fused_gelu: bool = True,
     fast_wordpiece: bool = True,
-    bucket_tokens: int = 1024,
+    bucket_tokens: int = BUCKET_TOKENS,
 ) -> TransformerModel:
     """spacy-transformers.TransformerModel.v3, plus bf16 autocast on CPUs that support it
     (`cpu_bf16`) and, where bf16 is not used, int8 prediction (`cpu_int8`); both ignored on GPUs.

