@@ -52,6 +52,13 @@ class SRLHead(nn.Module):
     def senses(self, H: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
         return self.sense_out(H[heads])
 
+    def sense_candidates(self, H: torch.Tensor, heads: torch.Tensor, rows: torch.Tensor, senses: torch.Tensor) -> torch.Tensor:
+        """`senses(H, heads)[rows, senses]` without the other logits: a word form has a few candidate
+        rolesets among thousands, and the full output layer was most of the sense scorer's cost."""
+        hidden = self.sense_out[:-1](H[heads])
+        out = self.sense_out[-1]
+        return (hidden[rows] * out.weight[senses]).sum(dim=1) + out.bias[senses]
+
     def token_terms(self, H: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         """The argument scorer's per-token terms: a sentence's tokens recur for each of its predicates."""
         if self.factorized:

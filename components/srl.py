@@ -174,7 +174,9 @@ class SemanticRoleLabeler(TrainablePipe):
             heads_t = torch.tensor(heads, dtype=torch.long)
             starts_t = torch.tensor([s for s, _ in windows], dtype=torch.long)
             lengths_t = torch.tensor([e - s for s, e in windows], dtype=torch.long)
-            sense_logits = module.senses(H, heads_t).float().cpu().numpy()
+            forms = [docs[d][int(head - offsets[d])].lower_ for head, d in zip(heads, doc_of)]
+            sense_candidates = self._sense_candidates(forms)
+            sense_scores = module.sense_candidates(H, heads_t, *(torch.from_numpy(a) for a in sense_candidates[:2])).float().cpu().numpy()
             # predicates in chunks of similar window length (little padding for the linear layers),
             # each at most `chunk_pairs` padded pairs: memory stays bounded however many a batch holds
             decoded = [None] * len(heads)
@@ -194,7 +196,7 @@ class SemanticRoleLabeler(TrainablePipe):
             shift = windows[k][0] - offsets[d]  # window offsets -> doc offsets
             probs = pred_probs[head]
             type_id = int(probs[1:].argmax()) + 1
-            sense = self._choose_sense(doc[local].lower_, sense_logits[k])
+            sense = self._choose_sense(forms[k], sense_candidates, sense_scores, k)
             arguments = [(role, s + shift, e + shift, score) for role, s, e, score in decoded[k]]
             results[d].append((local, PREDICATE_LABELS[type_id], sense, float(1.0 - probs[0]), arguments))
         return results
@@ -210,12 +212,25 @@ class SemanticRoleLabeler(TrainablePipe):
                 start = end
         return chunks
 
-    def _choose_sense(self, form: str, logits: numpy.ndarray) -> str:
-        """The best-scoring roleset among those seen with this word form; `<form>.01` if none."""
-        candidates = self.cfg["lexicon"].get(form)
-        if not candidates:
+    def _sense_candidates(self, forms: List[str]) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+        """The rolesets seen with each predicate's word form, flat: (predicate row, sense id) pairs,
+        and where each predicate's run of pairs starts (a predicate without candidates has none)."""
+        lexicon, index = self.cfg["lexicon"], self._sense_index
+        rows, senses, starts = [], [], []
+        for k, form in enumerate(forms):
+            starts.append(len(senses))
+            for sense in lexicon.get(form, ()):
+                rows.append(k)
+                senses.append(index[sense])
+        return numpy.array(rows, dtype=numpy.int64), numpy.array(senses, dtype=numpy.int64), numpy.array(starts + [len(senses)], dtype=numpy.int64)
+
+    def _choose_sense(self, form: str, candidates, scores: numpy.ndarray, k: int) -> str:
+        """The best-scoring roleset among those seen with this word form (the lexicon's order breaks
+        ties); `<form>.01` if none."""
+        start, end = candidates[2][k], candidates[2][k + 1]
+        if start == end:
             return f"{form}.01"
-        return max(candidates, key=lambda s: logits[self._sense_index[s]])
+        return self.senses[candidates[1][start + int(numpy.argmax(scores[start:end]))]]
 
     def set_annotations(self, docs: Iterable[Doc], results) -> None:
         for doc, frames in zip(docs, results):

@@ -222,3 +222,42 @@ def test_argument_scores_do_not_depend_on_chunking(pair_width):
     assert together.shape == (4, 15, 7)
     # the predicate shapes the scores: the same tokens with another predicate score differently
     assert not torch.allclose(together[2], together[3])
+
+
+def test_sense_candidates_equal_the_full_logits():
+    """Prediction scores only the rolesets seen with each word form; those scores must be the full
+    output layer's logits at the same places."""
+    import torch
+
+    from albert_srl.components.model import SRLHead
+
+    torch.manual_seed(0)
+    head = SRLHead(32, 16, 5, 50, 7, lstm_depth=1, max_distance=4, dropout=0.1).eval()
+    H = head.encode(torch.randn(20, 32))
+    heads = torch.tensor([2, 7, 11])
+    rows, senses = torch.tensor([0, 0, 2, 2, 2]), torch.tensor([4, 17, 0, 49, 3])
+    with torch.no_grad():
+        full = head.senses(H, heads)
+        torch.testing.assert_close(head.sense_candidates(H, heads, rows, senses), full[rows, senses], atol=1e-5, rtol=1e-5)
+        assert head.sense_candidates(H, heads, rows[:0], senses[:0]).shape == (0,)
+
+
+def test_sense_choice_among_the_lexicon_candidates(trf_nlp, monkeypatch):
+    """The chosen roleset is the best-scoring of the form's candidates, ties going to the lexicon's
+    first (most frequent); a form the lexicon lacks gets `<form>.01`."""
+    import numpy
+
+    nlp, _ = trf_nlp
+    srl = nlp.get_pipe("srl")
+    assert len(srl.senses) >= 2
+    first, second = srl.senses[1], srl.senses[0]
+    monkeypatch.setitem(srl.cfg["lexicon"], "twoform", [first, second])
+    candidates = srl._sense_candidates(["twoform", "unseenform", "twoform"])
+    rows, senses, starts = candidates
+    assert rows.tolist() == [0, 0, 2, 2] and starts.tolist() == [0, 2, 2, 4]
+    assert [srl.senses[i] for i in senses] == [first, second, first, second]
+    scores = numpy.zeros(len(rows), dtype="float32")
+    assert srl._choose_sense("twoform", candidates, scores, 0) == first  # a tie
+    assert srl._choose_sense("unseenform", candidates, scores, 1) == "unseenform.01"
+    scores[3] = 1.0
+    assert srl._choose_sense("twoform", candidates, scores, 2) == second
