@@ -191,7 +191,6 @@ class SemanticRoleLabeler(TrainablePipe):
                     decoded[k] = arguments
         for k, head in enumerate(heads):
             d = doc_of[k]
-            doc = docs[d]
             local = head - offsets[d]
             shift = windows[k][0] - offsets[d]  # window offsets -> doc offsets
             probs = pred_probs[head]
