@@ -67,40 +67,39 @@ def well_formed_rows(path: numpy.ndarray, blocked: numpy.ndarray) -> numpy.ndarr
 
 
 def constrained_viterbi(log_probs: numpy.ndarray, lengths: numpy.ndarray, blocked: numpy.ndarray) -> numpy.ndarray:
+    """Viterbi under the BIO constraints, one numpy pass per position over all rows; each step
+    slices B- and I- labels as views (fancy indexing cost twice as much, README)."""
     n_rows, max_len, n_labels = log_probs.shape
-    path = numpy.zeros((n_rows, max_len), dtype="int64")
     rows = numpy.arange(n_rows)
     scores = log_probs.astype("float64")
     has_block = (blocked >= 0) & (blocked < lengths)
     scores[rows[has_block], blocked[has_block], 1:] = -numpy.inf
-    begins = numpy.arange(1, n_labels, 2)
-    insides = begins + 1
-    inside_scores = scores[:, :, insides]
-    # back-pointers: O and B- at t come from the best label at t-1; I-r from B-r or from I-r
+    # past its length a row may only be O: every row then ends at max_len, and its path at its own
+    # last position is the one that leads into that O (O follows anything)
+    padding = numpy.arange(max_len)[None, :] >= lengths[:, None]
+    scores[padding] = -numpy.inf
+    scores[padding, 0] = 0.0
+    # back-pointers: O and B- at t come from the best label at t-1; I-r from B-r or from I-r.
+    # Labels are O, B-r0, I-r0, B-r1, ...: B- at 1::2, I- at 2::2 (views, no fancy indexing)
     best_previous = numpy.zeros((n_rows, max_len), dtype="int64")
-    from_inside = numpy.zeros((n_rows, max_len, len(insides)), dtype=bool)
+    from_inside = numpy.zeros((n_rows, max_len, (n_labels - 1) // 2), dtype=bool)
     current = scores[:, 0].copy()
-    current[:, insides] = -numpy.inf
-    final = current.copy()
-    ends_at = {t: numpy.flatnonzero(lengths == t + 1) for t in range(1, max_len)}
+    current[:, 2::2] = -numpy.inf
     for t in range(1, max_len):
         previous = current.argmax(axis=1)
-        stay = current[:, insides] > current[:, begins]  # ties go to B-r
+        begin, inside = current[:, 1::2], current[:, 2::2]
+        from_inside[:, t] = inside > begin  # ties go to B-r
         new = scores[:, t] + current[rows, previous][:, None]
-        new[:, insides] = inside_scores[:, t] + numpy.where(stay, current[:, insides], current[:, begins])
+        new[:, 2::2] = scores[:, t, 2::2] + numpy.maximum(inside, begin)
         best_previous[:, t] = previous
-        from_inside[:, t] = stay
         current = new
-        final[ends_at[t]] = current[ends_at[t]]
-    last = numpy.maximum(lengths - 1, 0)
-    path[rows, last] = final.argmax(axis=1)
+    pointers = numpy.repeat(best_previous[:, :, None], n_labels, axis=2)
+    inside_labels = numpy.arange(2, n_labels, 2)
+    pointers[:, :, 2::2] = numpy.where(from_inside, inside_labels, inside_labels - 1)
+    path = numpy.zeros((n_rows, max_len), dtype="int64")
+    path[:, -1] = current.argmax(axis=1)
     for t in range(max_len - 1, 0, -1):
-        live = rows[t < lengths]
-        label = path[live, t]
-        role = numpy.maximum(label // 2 - 1, 0)
-        from_i = from_inside[live, t, role]
-        is_inside = (label > 0) & (label % 2 == 0)
-        path[live, t - 1] = numpy.where(is_inside, numpy.where(from_i, label, label - 1), best_previous[live, t])
+        path[:, t - 1] = pointers[rows, t, path[:, t]]
     return path
 
 
