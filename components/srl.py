@@ -171,22 +171,25 @@ class SemanticRoleLabeler(TrainablePipe):
             results = [[] for _ in docs]
             if not heads:
                 return results
-            heads_t = torch.tensor(heads, dtype=torch.long)
-            starts_t = torch.tensor([s for s, _ in windows], dtype=torch.long)
-            lengths_t = torch.tensor([e - s for s, e in windows], dtype=torch.long)
+            # index tensors live where the head does (a GPU too); numpy copies serve the CPU side
+            device = H.device
+            heads_np = numpy.asarray(heads, dtype=numpy.int64)
+            starts_np = numpy.array([s for s, _ in windows], dtype=numpy.int64)
+            lengths_np = numpy.array([e - s for s, e in windows], dtype=numpy.int64)
+            heads_t, starts_t, lengths_t = (torch.from_numpy(a).to(device) for a in (heads_np, starts_np, lengths_np))
             forms = [docs[d][int(head - offsets[d])].lower_ for head, d in zip(heads, doc_of)]
             sense_candidates = self._sense_candidates(forms)
-            sense_scores = module.sense_candidates(H, heads_t, *(torch.from_numpy(a) for a in sense_candidates[:2])).float().cpu().numpy()
+            sense_scores = module.sense_candidates(H, heads_t, *(torch.from_numpy(a).to(device) for a in sense_candidates[:2])).float().cpu().numpy()
             # predicates in chunks of similar window length (little padding for the linear layers),
             # each at most `chunk_pairs` padded pairs: memory stays bounded however many a batch holds
             decoded = [None] * len(heads)
             token_terms = module.token_terms(H)
-            for chunk in self._length_sorted_chunks(lengths_t.numpy()):
-                chunk_t = torch.from_numpy(chunk)
+            for chunk in self._length_sorted_chunks(lengths_np):
+                chunk_t = torch.from_numpy(chunk).to(device)
                 logits = module.arguments(H, heads_t[chunk_t], starts_t[chunk_t], lengths_t[chunk_t], token_terms).float()
                 log_probs = torch.log_softmax(logits, dim=-1).cpu().numpy()
                 # constrained Viterbi for the whole chunk at once: per-predicate numpy loops cost more
-                chunk_paths = viterbi_bio_batch(log_probs, lengths_t[chunk_t].numpy(), (heads_t[chunk_t] - starts_t[chunk_t]).numpy())
+                chunk_paths = viterbi_bio_batch(log_probs, lengths_np[chunk], heads_np[chunk] - starts_np[chunk])
                 for k, arguments in zip(chunk.tolist(), decode_arguments_batch(log_probs, chunk_paths, self.roles)):
                     decoded[k] = arguments
         for k, head in enumerate(heads):
@@ -275,24 +278,26 @@ class SemanticRoleLabeler(TrainablePipe):
 
     def _loss(self, H: torch.Tensor, targets) -> Tuple[torch.Tensor, Dict[str, float]]:
         module = head_module(self.model)
+        device = H.device
         pred_labels, heads, senses, windows, bios = targets
-        loss_pred = torch.nn.functional.cross_entropy(module.predicates(H).float(), torch.from_numpy(pred_labels))
+        loss_pred = torch.nn.functional.cross_entropy(module.predicates(H).float(), torch.from_numpy(pred_labels).to(device))
         parts = {"predicates": float(loss_pred.detach())}
         loss = loss_pred
         if heads:
-            heads_t = torch.tensor(heads, dtype=torch.long)
+            heads_t = torch.tensor(heads, dtype=torch.long, device=device)
             sense_logits = module.senses(H, heads_t).float()
-            sense_targets = torch.tensor(senses, dtype=torch.long)
+            sense_targets = torch.tensor(senses, dtype=torch.long, device=device)
             if (sense_targets >= 0).any():
                 loss_sense = torch.nn.functional.cross_entropy(sense_logits, sense_targets, ignore_index=-100)
                 loss = loss + loss_sense
                 parts["senses"] = float(loss_sense.detach())
-            starts = torch.tensor([s for s, _ in windows], dtype=torch.long)
-            lengths = torch.tensor([e - s for s, e in windows], dtype=torch.long)
+            starts = torch.tensor([s for s, _ in windows], dtype=torch.long, device=device)
+            lengths = torch.tensor([e - s for s, e in windows], dtype=torch.long, device=device)
             logits = module.arguments(H, heads_t, starts, lengths).float()
-            gold = torch.full(logits.shape[:2], -100, dtype=torch.long)
+            gold = numpy.full(logits.shape[:2], -100, dtype=numpy.int64)
             for k, bio in enumerate(bios):
-                gold[k, : len(bio)] = torch.from_numpy(bio)
+                gold[k, : len(bio)] = bio
+            gold = torch.from_numpy(gold).to(device)  # filled on the CPU: one copy to a GPU, not one per row
             loss_args = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=-100)
             loss = loss + loss_args
             parts["arguments"] = float(loss_args.detach())

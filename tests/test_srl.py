@@ -261,3 +261,31 @@ def test_sense_choice_among_the_lexicon_candidates(trf_nlp, monkeypatch):
     assert srl._choose_sense("unseenform", candidates, scores, 1) == "unseenform.01"
     scores[3] = 1.0
     assert srl._choose_sense("twoform", candidates, scores, 2) == second
+
+
+def gpu_unavailable() -> str:
+    """Why the GPU test cannot run here ('' if it can)."""
+    import torch
+    from thinc.util import has_cupy_gpu
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU (torch.cuda.is_available() is False)"
+    return "" if has_cupy_gpu else "CuPy is not installed: spaCy runs on GPUs through it"
+
+
+@pytest.mark.skipif(bool(gpu_unavailable()), reason=gpu_unavailable() or "GPU present")
+def test_overfitting_transformer_on_gpu(mini_corpus, tiny_albert):
+    """Trained and run on a GPU, the pipe learns the fixture as on the CPU: its index and target
+    tensors follow the head there (the CPU suite cannot see a tensor left on the wrong device)."""
+    spacy.require_gpu(0)
+    try:
+        nlp = make_nlp("srl_trf.cfg", TRF_OVERRIDES, tiny_albert)
+        refs = load_refs(mini_corpus)
+        losses = train(nlp, refs, steps=300)
+        head = nlp.get_pipe("srl").model.get_ref("head").shims[0]._model
+        assert next(head.parameters()).is_cuda
+        assert losses["srl"] < 0.05
+        for ref in refs:
+            assert comparable(nlp(gold_token_doc(nlp, ref))) == comparable(ref)
+    finally:
+        spacy.require_cpu()
