@@ -44,19 +44,46 @@ def to_float32(value):
     return value
 
 
+def outputs_to_float32(output) -> None:
+    """numpy and cupy have no bf16: outputs that stayed in bf16 (the pooler's, hidden states,
+    attentions) go on as float32."""
+    model_output = output.model_output
+    for key, value in list(model_output.items()):
+        model_output[key] = to_float32(value)
+
+
 def with_cpu_bf16(forward: Callable) -> Callable:
     def autocast_forward(model, docs: List[Doc], is_train: bool):
         if model.ops.device_type != "cpu":
             return forward(model, docs, is_train)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             output, backprop = forward(model, docs, is_train)
-        # numpy has no bf16: outputs that stayed in bf16 (the pooler's, hidden states, attentions) go on as float32
-        model_output = output.model_output
-        for key, value in list(model_output.items()):
-            model_output[key] = to_float32(value)
+        outputs_to_float32(output)
         return output, backprop
 
+    autocast_forward.__wrapped__ = forward
     return autocast_forward
+
+
+def with_gpu_bf16(forward: Callable) -> Callable:
+    """On GPUs, `mixed_precision` (thinc's CUDA autocast) in bf16 instead of fp16: bf16 keeps fp32's
+    exponent range, so no loss scaling is needed, and Ampere and Hopper GPUs run it as fast."""
+
+    def gpu_bf16_forward(model, docs: List[Doc], is_train: bool):
+        if model.ops.device_type == "cpu":
+            return forward(model, docs, is_train)
+        # thinc opens its autocast block without a dtype: it takes CUDA's default, set here for the call
+        previous = torch.get_autocast_dtype("cuda")
+        torch.set_autocast_dtype("cuda", torch.bfloat16)
+        try:
+            output, backprop = forward(model, docs, is_train)
+        finally:
+            torch.set_autocast_dtype("cuda", previous)
+        outputs_to_float32(output)
+        return output, backprop
+
+    gpu_bf16_forward.__wrapped__ = forward
+    return gpu_bf16_forward
 
 
 def fuse_tanh_gelu(module: torch.nn.Module) -> int:
@@ -255,6 +282,7 @@ def with_cpu_int8(forward: Callable) -> Callable:
         finally:
             shim._model = original
 
+    int8_forward.__wrapped__ = forward
     return int8_forward
 
 
@@ -268,12 +296,14 @@ def create_transformer_model(
     grad_scaler_config: Dict = {},
     cpu_bf16: bool = True,
     cpu_int8: bool = False,
+    gpu_bf16: bool = False,
     fused_gelu: bool = True,
     fast_wordpiece: bool = True,
     bucket_tokens: int = BUCKET_TOKENS,
 ) -> TransformerModel:
     """spacy-transformers.TransformerModel.v3, plus bf16 autocast on CPUs that support it
     (`cpu_bf16`) and, where bf16 is not used, int8 prediction (`cpu_int8`); both ignored on GPUs.
+    `gpu_bf16`: with `mixed_precision`, GPUs autocast to bf16 instead of fp16.
     `fused_gelu`: ALBERT's `gelu_new` run as PyTorch's fused kernel (same formula), CPU and GPU;
     `fast_wordpiece`: a slow BERT WordPiece tokenizer replaced by its fast equivalent (same ids);
     `bucket_tokens`: on CPUs a batch's windows run in groups of similar length of at most this many
@@ -286,11 +316,23 @@ def create_transformer_model(
     if fused_gelu or fast_wordpiece:
         # innermost, so an int8 copy (made from the unfused original) is fused too
         model._func = with_prepared_encoder(model._func, fused_gelu, fast_wordpiece)
+    if gpu_bf16:
+        model._func = with_gpu_bf16(model._func)
     if cpu_bf16 and cpu_bf16_supported():
         model._func = with_cpu_bf16(model._func)
     elif cpu_int8:
         model._func = with_cpu_int8(model._func)
     return model
+
+
+def gpu_precision(model) -> str:
+    """What a transformer model built by this module runs on a GPU: fp32, or fp16 or bf16 autocast."""
+    if not model.layers[0].shims[0]._mixed_precision:
+        return "fp32"
+    func = model._func
+    while func is not None and getattr(func, "__name__", "") != "gpu_bf16_forward":
+        func = getattr(func, "__wrapped__", None)
+    return "fp16" if func is None else "bf16"
 
 
 def cpu_precision(model) -> str:

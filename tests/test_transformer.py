@@ -303,3 +303,35 @@ def test_a_pipeline_trains_in_length_buckets(tiny_albert, mini_corpus):
     hook.remove()
     assert sum(training_passes) > 8  # more encoder passes than updates: the batches ran in groups
     assert losses[-1] < losses[0]
+
+
+def test_gpu_bf16_sets_the_cuda_autocast_dtype_for_the_call_only():
+    """thinc's CUDA autocast takes CUDA's default dtype: `gpu_bf16` makes it bf16 for the encoder's
+    call, hands float32 outputs on (cupy has no bf16), restores the default after, even on an
+    error, and leaves CPU calls alone. Checked with a stand-in model: it needs no GPU."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from albert_srl.components.transformer import with_gpu_bf16
+
+    seen = []
+
+    def forward(model, docs, is_train):
+        seen.append(torch.get_autocast_dtype("cuda"))
+        if docs == "fail":
+            raise RuntimeError("out of memory")
+        output = SimpleNamespace(model_output={"last_hidden_state": torch.ones(2, 3, dtype=torch.bfloat16), "hidden_states": (torch.ones(1, dtype=torch.bfloat16),)})
+        return output, None
+
+    default = torch.get_autocast_dtype("cuda")
+    on_gpu, on_cpu = (SimpleNamespace(ops=SimpleNamespace(device_type=kind)) for kind in ("gpu", "cpu"))
+    output, _ = with_gpu_bf16(forward)(on_gpu, [], False)
+    assert seen == [torch.bfloat16] and torch.get_autocast_dtype("cuda") == default
+    assert output.model_output["last_hidden_state"].dtype == torch.float32
+    assert output.model_output["hidden_states"][0].dtype == torch.float32
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with_gpu_bf16(forward)(on_gpu, "fail", False)
+    assert torch.get_autocast_dtype("cuda") == default
+    output, _ = with_gpu_bf16(forward)(on_cpu, [], False)
+    assert seen[-1] == default and output.model_output["last_hidden_state"].dtype == torch.bfloat16
