@@ -40,6 +40,13 @@ def manifest_totals(output: Path) -> Dict:
     return {"parts": len(parts), "docs": sum(p["rows"] for p in parts), "words": sum(p["tokens"] for p in parts), "seconds": sum(p["seconds"] for p in parts)}
 
 
+def run_rows(runs: Dict) -> tuple:
+    """Table rows and header for runs with words, words/s and peak memory (GPU memory where measured)."""
+    on_gpu = any("peak_gpu_mb" in r for r in runs.values())
+    rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}", *([f"{r.get('peak_gpu_mb', 0):,.0f}"] if on_gpu else [])) for n, r in runs.items()]
+    return rows, ("run", "words", "words/s", "peak RSS MB", *(["peak GPU MB"] if on_gpu else []))
+
+
 def write_report(output: Path, result: Dict, rows: List[tuple], header: tuple) -> None:
     """Save the benchmark's JSON and print its table."""
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -57,10 +64,71 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine() -> Dict:
+def machine(gpu_id: int = -1) -> Dict:
     import torch
 
-    return {"date": date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+    info = {"date": date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+    if gpu_id >= 0:
+        info.update(gpu=torch.cuda.get_device_name(gpu_id), gpu_id=gpu_id, torch=torch.__version__, cuda=torch.version.cuda)
+    return info
+
+
+def gpu_problem(gpu_id: int) -> Optional[str]:
+    """Why GPU `gpu_id` cannot run spaCy here, or None if it can."""
+    import torch
+    from thinc.util import has_cupy_gpu
+
+    if not torch.cuda.is_available():
+        return "PyTorch sees no CUDA GPU (torch.cuda.is_available() is False)"
+    if gpu_id >= torch.cuda.device_count():
+        return f"PyTorch sees {torch.cuda.device_count()} CUDA GPU(s), numbered from 0"
+    if not has_cupy_gpu:
+        return "spaCy runs on GPUs through CuPy, which is not installed (pip install cupy-cuda12x, or the build for your CUDA)"
+    return None
+
+
+def check_gpu(gpu_id: int, precision: Optional[str] = None) -> None:
+    """A benchmark command's --gpu-id (and --precision): fail at once, saying why, rather than in a child process."""
+    problem = gpu_problem(gpu_id) if gpu_id >= 0 else None
+    if problem:
+        msg.fail(f"--gpu-id {gpu_id}: {problem}. Leave out --gpu-id to benchmark on the CPU.", exits=1)
+    if precision is not None:
+        try:
+            check_precision(precision, gpu_id >= 0)
+        except (ValueError, RuntimeError) as error:
+            hint = " (fp16 is a GPU precision: add --gpu-id)" if precision == "fp16" and gpu_id < 0 else ""
+            msg.fail(f"--precision: {error}{hint}", exits=1)
+
+
+def use_gpu(gpu_id: int) -> bool:
+    """Put this (child) process's spaCy and PyTorch work on GPU `gpu_id`; False for the CPU (-1)."""
+    if gpu_id < 0:
+        return False
+    import spacy
+
+    problem = gpu_problem(gpu_id)
+    if problem:
+        raise RuntimeError(f"--gpu-id {gpu_id}: {problem}")
+    spacy.require_gpu(gpu_id)
+    return True
+
+
+def timed(run, on_gpu: bool):
+    """run()'s result and seconds; on a GPU, once its queued kernels have finished."""
+    import torch
+
+    started = time.perf_counter()
+    value = run()
+    if on_gpu:
+        torch.cuda.synchronize()
+    return value, time.perf_counter() - started
+
+
+def gpu_memory(on_gpu: bool) -> Dict:
+    """Peak GPU memory PyTorch allocated in this process (CuPy's arrays come from the same allocator under thinc)."""
+    import torch
+
+    return {"peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20} if on_gpu else {}
 
 
 @app.command("pipe", hidden=True)
@@ -77,29 +145,41 @@ def pipe_child(model: str, store: Path, result: Path, batch_size: int = 32) -> N
     result.write_text(json.dumps({"docs": len(texts), "words": words, "seconds": seconds, "words_per_s": words / seconds}))
 
 
-PRECISIONS = ("as-trained", "fp32", "bf16", "int8")
+PRECISIONS = ("as-trained", "fp32", "bf16", "int8", "fp16")
+GPU_HELP = "Run on this GPU (spaCy's numbering; -1: the CPU); precisions fp32, fp16 or bf16 (CUDA autocast of the encoder)"
+GPU_PRECISIONS = ("as-trained", "fp32", "bf16", "fp16")
 
 
-def precision_overrides(precision: str) -> Dict:
+def precision_overrides(precision: str, on_gpu: bool = False) -> Dict:
     """Config overrides that run a pipeline's encoder in fp32, under CPU bf16 autocast or with int8
-    linear layers (albert_srl.TransformerModel.v1 loads a TransformerModel.v3 pipeline's weights unchanged)."""
-    return {"components.transformer.model.@architectures": "albert_srl.TransformerModel.v1", "components.transformer.model.cpu_bf16": precision == "bf16", "components.transformer.model.cpu_int8": precision == "int8"}
+    linear layers, or on a GPU in fp32 or under CUDA autocast in fp16 or bf16
+    (albert_srl.TransformerModel.v1 loads a TransformerModel.v3 pipeline's weights unchanged)."""
+    prefix = "components.transformer.model."
+    overrides = {prefix + "@architectures": "albert_srl.TransformerModel.v1", prefix + "cpu_bf16": precision == "bf16" and not on_gpu, prefix + "cpu_int8": precision == "int8"}
+    if on_gpu:
+        overrides.update({prefix + "mixed_precision": precision in ("fp16", "bf16"), prefix + "gpu_bf16": precision == "bf16"})
+    return overrides
 
 
-def load_pipeline(model: str, precision: str = "as-trained", overrides: Optional[Dict] = None):
-    """A trained pipeline, as trained or with its encoder forced to fp32, bf16 autocast or int8
-    (plus any other config `overrides`)."""
-    import spacy
-
+def check_precision(precision: str, on_gpu: bool) -> None:
     from albert_srl.components.transformer import cpu_bf16_supported
 
+    allowed = GPU_PRECISIONS if on_gpu else tuple(p for p in PRECISIONS if p != "fp16")
+    if precision not in allowed:
+        raise ValueError(f"precision on {'a GPU' if on_gpu else 'the CPU'} must be one of {', '.join(allowed)}, not {precision!r}")
+    if precision == "bf16" and not on_gpu and not cpu_bf16_supported():
+        raise RuntimeError("this CPU has no bf16 support (AVX512-BF16 or AMX)")
+
+
+def load_pipeline(model: str, precision: str = "as-trained", overrides: Optional[Dict] = None, on_gpu: bool = False):
+    """A trained pipeline, as trained or with its encoder forced to fp32, bf16 autocast or int8
+    (fp32, fp16 or bf16 on a GPU; `use_gpu` first), plus any other config `overrides`."""
+    import spacy
+
+    check_precision(precision, on_gpu)
     if precision == "as-trained":
         return spacy.load(model, config=overrides or {})
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if precision == "bf16" and not cpu_bf16_supported():
-        raise RuntimeError("this CPU has no bf16 support (AVX512-BF16 or AMX)")
-    return spacy.load(model, config={**precision_overrides(precision), **(overrides or {})})
+    return spacy.load(model, config={**precision_overrides(precision, on_gpu), **(overrides or {})})
 
 
 def transformer_config(model: str) -> Dict:
@@ -117,35 +197,36 @@ def count_frames(docs) -> Dict:
 
 
 @app.command("floor-child", hidden=True)
-def floor_child(model: str, corpus: Path, result: Path, only: str = "", batch_size: int = 32, repeats: int = 2, precision: str = "as-trained", gold_structure: bool = False) -> None:
+def floor_child(model: str, corpus: Path, result: Path, only: str = "", batch_size: int = 32, repeats: int = 2, precision: str = "as-trained", gold_structure: bool = False, gpu_id: int = -1) -> None:
     """(internal) words/s of the pipeline, or of the components in ONLY (comma-separated)."""
     from spacy.tokens import DocBin
 
-    nlp = load_pipeline(model, precision)
+    on_gpu = use_gpu(gpu_id)
+    nlp = load_pipeline(model, precision, on_gpu=on_gpu)
     refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
     if gold_structure:
-        return gold_structure_child(nlp, refs, result, batch_size, repeats)
+        return gold_structure_child(nlp, refs, result, batch_size, repeats, on_gpu)
     texts = [doc.text for doc in refs]
     names = only.split(",") if only else nlp.pipe_names
     list(nlp.pipe(texts[:8]))  # warm up
     best = float("inf")
     with nlp.select_pipes(enable=names):
         for _ in range(repeats):
-            started = time.perf_counter()
-            docs = list(nlp.pipe(texts, batch_size=batch_size))
-            best = min(best, time.perf_counter() - started)
+            docs, seconds = timed(lambda: list(nlp.pipe(texts, batch_size=batch_size)), on_gpu)
+            best = min(best, seconds)
     words = sum(len(doc) for doc in docs)
-    result.write_text(json.dumps({"components": names, "precision": precision, "words": words, "seconds": best, "words_per_s": words / best, **count_frames(docs)}))
+    result.write_text(json.dumps({"components": names, "precision": precision, "words": words, "seconds": best, "words_per_s": words / best, **count_frames(docs), **gpu_memory(on_gpu)}))
 
 
 @app.command("floor-interleaved-child", hidden=True)
-def floor_interleaved_child(model: str, corpus: Path, result: Path, batch_size: int = 32, repeats: int = 3, precision: str = "as-trained", gold_structure: bool = False) -> None:
+def floor_interleaved_child(model: str, corpus: Path, result: Path, batch_size: int = 32, repeats: int = 3, precision: str = "as-trained", gold_structure: bool = False, gpu_id: int = -1) -> None:
     """(internal) The transformer alone and the whole pipeline timed in turn in one process, best of
     REPEATS each: repeated runs on this machine vary by 5-10%, more than the SRL head may cost, and
     alternating keeps a slow minute from landing on one side only."""
     from spacy.tokens import DocBin
 
-    nlp = load_pipeline(model, precision)
+    on_gpu = use_gpu(gpu_id)
+    nlp = load_pipeline(model, precision, on_gpu=on_gpu)
     refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
     texts = [doc.text for doc in refs]
 
@@ -159,9 +240,8 @@ def floor_interleaved_child(model: str, corpus: Path, result: Path, batch_size: 
     best = {name: float("inf") for name in passes}
     for _ in range(repeats):
         for name, run in passes.items():
-            started = time.perf_counter()
-            docs = run()
-            best[name] = min(best[name], time.perf_counter() - started)
+            docs, seconds = timed(run, on_gpu)
+            best[name] = min(best[name], seconds)
             words = sum(len(doc) for doc in docs)
     # words as each pass counts them (gold tokens differ slightly from the tokenizer's): compare seconds
     result.write_text(json.dumps({"precision": precision, "gold_structure": gold_structure, "repeats": repeats, "seconds": best, "words": words, "pipeline_vs_transformer": best["transformer alone"] / best["whole pipeline"]}))
@@ -189,7 +269,7 @@ def gold_structure_run(nlp, refs, batch_size: int):
     return run
 
 
-def gold_structure_child(nlp, refs, result: Path, batch_size: int, repeats: int) -> None:
+def gold_structure_child(nlp, refs, result: Path, batch_size: int, repeats: int, on_gpu: bool = False) -> None:
     """The transformer and the SRL head on the corpus's own tokens, sentences and predicates.
 
     For pipelines with random weights: their senter and predicate finder mark random sentences and
@@ -201,11 +281,10 @@ def gold_structure_child(nlp, refs, result: Path, batch_size: int, repeats: int)
     run = gold_structure_run(nlp, refs, batch_size)
     best = float("inf")
     for _ in range(repeats):
-        started = time.perf_counter()
-        docs = run()
-        best = min(best, time.perf_counter() - started)
+        docs, seconds = timed(run, on_gpu)
+        best = min(best, seconds)
     words = sum(len(doc) for doc in docs)
-    result.write_text(json.dumps({"components": ["transformer", "srl"], "structure": "gold tokens, sentences and predicates", "words": words, "seconds": best, "words_per_s": words / best, **count_frames(docs)}))
+    result.write_text(json.dumps({"components": ["transformer", "srl"], "structure": "gold tokens, sentences and predicates", "words": words, "seconds": best, "words_per_s": words / best, **count_frames(docs), **gpu_memory(on_gpu)}))
 
 
 @app.command("floor")
@@ -216,9 +295,12 @@ def floor_benchmark(
     precision: str = typer.Option("as-trained", help=f"The encoder's precision: {', '.join(PRECISIONS)}"),
     gold_structure: bool = typer.Option(False, "--gold-structure", help="Run the SRL head on the corpus's own sentences and predicates (for pipelines with random weights)"),
     random_head: Optional[Path] = typer.Option(None, help="Measure a random-weight pipeline of this config's shape on MODEL's encoder instead (implies --gold-structure): the cost of a head not yet trained"),
+    gpu_id: int = typer.Option(-1, "--gpu-id", help=GPU_HELP),
 ) -> None:
     """The whole pipeline (transformer + senter + srl) against the transformer alone: the floor of
     this design, since the encoder runs once per document and the rest reads its outputs."""
+    check_gpu(gpu_id, precision)
+    device = ["--gpu-id", str(gpu_id)]
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         if random_head is not None:
@@ -230,17 +312,16 @@ def floor_benchmark(
             msg.info(name)
             path = Path(tmp) / "r.json"
             flags = ["--gold-structure"] if gold_structure and not only else []
-            runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "floor-child", model, str(corpus), str(path), "--only", only, "--precision", precision, *flags])
+            runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "floor-child", model, str(corpus), str(path), "--only", only, "--precision", precision, *flags, *device])
             runs[name].update(json.loads(path.read_text()))
         msg.info("both in turn, one process (the ratio)")
         path = Path(tmp) / "r.json"
         flags = ["--gold-structure"] if gold_structure else []
-        run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "floor-interleaved-child", model, str(corpus), str(path), "--precision", precision, *flags])
+        run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "floor-interleaved-child", model, str(corpus), str(path), "--precision", precision, *flags, *device])
         interleaved = json.loads(path.read_text())
     ratio = interleaved["pipeline_vs_transformer"]
-    result = {"machine": machine(), "model": model, "random_head": str(random_head) if random_head else None, "corpus": str(corpus), "precision": precision, "gold_structure": gold_structure, "runs": runs, "interleaved": interleaved, "pipeline_vs_transformer": ratio}
-    rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()]
-    write_report(output, result, rows, ("run", "words", "words/s", "peak RSS MB"))
+    result = {"machine": machine(gpu_id), "model": model, "random_head": str(random_head) if random_head else None, "corpus": str(corpus), "precision": precision, "gold_structure": gold_structure, "runs": runs, "interleaved": interleaved, "pipeline_vs_transformer": ratio}
+    write_report(output, result, *run_rows(runs))
     msg.good(f"whole pipeline / transformer alone, timed in turn in one process (best of {interleaved['repeats']}): {ratio:.3f}; in separate processes: {runs['whole pipeline']['words_per_s'] / runs['transformer alone']['words_per_s']:.3f} -> {output}")
 
 
@@ -318,16 +399,17 @@ def dask_benchmark(
 
 
 @app.command("per-predicate-child", hidden=True)
-def per_predicate_child(model: str, corpus: Path, result: Path, batch_size: int = 32, precision: str = "as-trained") -> None:
+def per_predicate_child(model: str, corpus: Path, result: Path, batch_size: int = 32, precision: str = "as-trained", gpu_id: int = -1) -> None:
     """(internal) The per-predicate design's encoder cost: one forward pass per predicate."""
     import spacy
     import torch
     from spacy.tokens import DocBin
 
     from albert_srl.components.frames import frame_specs
-    from albert_srl.components.transformer import cpu_precision, prepare_encoder, quantize_linear_int8
+    from albert_srl.components.transformer import cpu_precision, gpu_precision, prepare_encoder, quantize_linear_int8
 
-    nlp = load_pipeline(model, precision)
+    on_gpu = use_gpu(gpu_id)
+    nlp = load_pipeline(model, precision, on_gpu=on_gpu)
     trf = nlp.get_pipe("transformer").model
     prepare_encoder(trf)  # the pipeline's own swaps (fused GELU, fast WordPiece tokenizer), on both sides
     encoder, tokenizer = trf.transformer.eval(), trf.tokenizer
@@ -338,21 +420,28 @@ def per_predicate_child(model: str, corpus: Path, result: Path, batch_size: int 
     pairs.sort(key=lambda pair: len(pair[0]))
     words = sum(len(nlp.make_doc(ref.text)) for ref in refs)  # counted as the pipeline counts them
 
+    device = next(encoder.parameters()).device
+
     def encode(batch):
         inputs = tokenizer([s for s, _ in batch], [p for _, p in batch], padding=True, truncation="only_first", max_length=512, return_tensors="pt")
-        encoder(**inputs)
+        encoder(**inputs.to(device))
 
-    # the same precision as the pipeline's transformer (albert_srl.TransformerModel.v1: bf16 or int8 on CPUs)
-    precision = cpu_precision(trf)
-    if precision == "int8":
-        encoder = quantize_linear_int8(encoder)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-        encode(pairs[:batch_size])  # warm up
-        started = time.perf_counter()
+    def encode_all():
         for i in range(0, len(pairs), batch_size):
             encode(pairs[i : i + batch_size])
-        seconds = time.perf_counter() - started
-    result.write_text(json.dumps({"precision": precision, "sequences": len(pairs), "docs": len(refs), "words": words, "seconds": seconds, "words_per_s": words / seconds}))
+
+    if on_gpu:  # the pipeline's CUDA autocast, as its config asks (precision_overrides)
+        precision = gpu_precision(trf)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16, enabled=precision != "fp32")
+    else:  # the same precision as the pipeline's transformer (albert_srl.TransformerModel.v1: bf16 or int8 on CPUs)
+        precision = cpu_precision(trf)
+        if precision == "int8":
+            encoder = quantize_linear_int8(encoder)
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    with torch.no_grad(), autocast:
+        encode(pairs[:batch_size])  # warm up
+        _, seconds = timed(encode_all, on_gpu)
+    result.write_text(json.dumps({"precision": precision, "sequences": len(pairs), "docs": len(refs), "words": words, "seconds": seconds, "words_per_s": words / seconds, **gpu_memory(on_gpu)}))
 
 
 @app.command("per-predicate")
@@ -361,21 +450,23 @@ def per_predicate_benchmark(
     corpus: Path = typer.Argument(..., help="A .spacy corpus with gold frames (corpus/ewt/dev.spacy)"),
     output: Path = typer.Argument(..., help="JSON file to write"),
     precision: str = typer.Option("as-trained", help=f"The encoder's precision on both sides: {', '.join(PRECISIONS)}"),
+    gpu_id: int = typer.Option(-1, "--gpu-id", help=GPU_HELP),
 ) -> None:
     """This design (the encoder once per document, the whole pipeline) against the per-predicate
     design (AllenNLP SRL-BERT, transformer-srl: one encoder pass per predicate), same encoder and texts."""
+    check_gpu(gpu_id, precision)
+    device = ["--precision", precision, "--gpu-id", str(gpu_id)]
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r.json"
-        for name, command in (("this pipeline (encoder once per document)", ["floor-child", model, str(corpus), str(path), "--precision", precision]), ("per-predicate encoder passes", ["per-predicate-child", model, str(corpus), str(path), "--precision", precision])):
+        for name, command in (("this pipeline (encoder once per document)", ["floor-child", model, str(corpus), str(path), *device]), ("per-predicate encoder passes", ["per-predicate-child", model, str(corpus), str(path), *device])):
             msg.info(name)
             runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", *command])
             runs[name].update(json.loads(path.read_text()))
     ours, theirs = runs.values()
     ratio = ours["words_per_s"] / theirs["words_per_s"]
-    result = {"machine": machine(), "model": model, "corpus": str(corpus), "precision": precision, "runs": runs, "speedup_vs_per_predicate": ratio}
-    rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()]
-    write_report(output, result, rows, ("run", "words", "words/s", "peak RSS MB"))
+    result = {"machine": machine(gpu_id), "model": model, "corpus": str(corpus), "precision": precision, "runs": runs, "speedup_vs_per_predicate": ratio}
+    write_report(output, result, *run_rows(runs))
     msg.good(f"this pipeline / per-predicate design: {ratio:.2f}x ({theirs['sequences']:,} encoder sequences for {theirs['docs']:,} documents) -> {output}")
 
 
@@ -479,13 +570,14 @@ def build_roberta_reference(folder: Path, texts: List[str]) -> Path:
 
 
 @app.command("trf-reference-child", hidden=True)
-def trf_reference_child(corpus: Path, result: Path, batch_size: int = 32, repeats: int = 2, precision: str = "fp32") -> None:
+def trf_reference_child(corpus: Path, result: Path, batch_size: int = 32, repeats: int = 2, precision: str = "fp32", gpu_id: int = -1) -> None:
     """(internal) words/s of an en_core_web_trf-shaped pipeline: roberta-base + tagger, parser, ner."""
     import spacy
     from spacy.tokens import DocBin
     from spacy.training import Example
     from thinc.api import Config
 
+    on_gpu = use_gpu(gpu_id)
     vocab = spacy.blank("en").vocab
     refs = list(DocBin().from_disk(corpus).get_docs(vocab))
     texts = [doc.text for doc in refs]
@@ -494,7 +586,8 @@ def trf_reference_child(corpus: Path, result: Path, batch_size: int = 32, repeat
         config = Config().from_str(TRF_REFERENCE_CONFIG)
         config["components"]["transformer"]["model"]["name"] = str(folder)
         if precision != "shipped":  # shipped: spacy-transformers' own TransformerModel.v3, fp32, as en_core_web_trf runs
-            for key, value in precision_overrides(precision).items():
+            check_precision(precision, on_gpu)
+            for key, value in precision_overrides(precision, on_gpu).items():
                 config["components"]["transformer"]["model"][key.rsplit(".", 1)[1]] = value
         nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
         for label in DEP_LABELS:
@@ -510,10 +603,9 @@ def trf_reference_child(corpus: Path, result: Path, batch_size: int = 32, repeat
         list(nlp.pipe(texts[:8]))  # warm up
         best = float("inf")
         for _ in range(repeats):
-            started = time.perf_counter()
-            words = sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size))
-            best = min(best, time.perf_counter() - started)
-    result.write_text(json.dumps({"components": nlp.pipe_names, "precision": precision, "words": words, "seconds": best, "words_per_s": words / best}))
+            words, seconds = timed(lambda: sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size)), on_gpu)
+            best = min(best, seconds)
+    result.write_text(json.dumps({"components": nlp.pipe_names, "precision": precision, "words": words, "seconds": best, "words_per_s": words / best, **gpu_memory(on_gpu)}))
 
 
 @app.command("random-pipeline-child", hidden=True)
@@ -546,6 +638,7 @@ def trf_reference_benchmark(
     spm: Optional[Path] = typer.Option(None, help="ALBERT's SentencePiece model, for --albert-base-config"),
     precisions: str = typer.Option("fp32,bf16,int8", help="Comma-separated encoder precisions (fp32, bf16, int8); every pipeline, the reference included, runs at each; bf16 is skipped on CPUs without it"),
     shipped_reference: bool = typer.Option(True, help="Also time the reference as en_core_web_trf runs it (spacy-transformers' TransformerModel.v3, fp32, one padded batch), without this project's speed options"),
+    gpu_id: int = typer.Option(-1, "--gpu-id", help=GPU_HELP + "; --precisions then takes fp32, fp16, bf16"),
 ) -> None:
     """SRL pipelines against a roberta-base-shaped spaCy transformer pipeline (the architecture of
     en_core_web_trf: roberta-base + tagger, parser, ner; random weights) on the same texts. Each
@@ -554,12 +647,15 @@ def trf_reference_benchmark(
     shipped (`vs_shipped_reference`: what a user switching pipelines sees)."""
     from albert_srl.components.transformer import cpu_bf16_supported
 
+    check_gpu(gpu_id)
+    allowed = ("fp32", "fp16", "bf16") if gpu_id >= 0 else ("fp32", "bf16", "int8")
     wanted = [p for p in precisions.split(",") if p]
-    if not wanted or any(p not in ("fp32", "bf16", "int8") for p in wanted):
-        msg.fail(f"--precisions takes fp32, bf16 and/or int8, not {precisions!r}", exits=1)
+    if not wanted or any(p not in allowed for p in wanted):
+        msg.fail(f"--precisions takes {', '.join(allowed)} {'on a GPU' if gpu_id >= 0 else 'on the CPU'}, not {precisions!r}", exits=1)
     if albert_base_config is not None and spm is None:
         msg.fail("--albert-base-config needs --spm (ALBERT's SentencePiece model)", exits=1)
-    if "bf16" in wanted and not cpu_bf16_supported():
+    device = ["--gpu-id", str(gpu_id)]
+    if gpu_id < 0 and "bf16" in wanted and not cpu_bf16_supported():
         msg.warn("This CPU has no bf16 support (AVX512-BF16 or AMX): bf16 is not measured")
         wanted = [p for p in wanted if p != "bf16"] or ["fp32"]
     runs = {}
@@ -573,8 +669,8 @@ def trf_reference_benchmark(
             # random senter and predicate finder: measured on the corpus's own sentences and predicates
             models[f"SRL pipeline, albert-base-v2 shape ({albert_base_config.name}), random weights, gold sentences and predicates"] = (str(folder), ["--gold-structure"])
         for precision in wanted:
-            commands = {"roberta-base + tagger, parser, ner (en_core_web_trf shape)": ["trf-reference-child", str(corpus), str(path), "--precision", precision]}
-            commands.update({name: ["floor-child", m, str(corpus), str(path), "--precision", precision, *flags] for name, (m, flags) in models.items()})
+            commands = {"roberta-base + tagger, parser, ner (en_core_web_trf shape)": ["trf-reference-child", str(corpus), str(path), "--precision", precision, *device]}
+            commands.update({name: ["floor-child", m, str(corpus), str(path), "--precision", precision, *flags, *device] for name, (m, flags) in models.items()})
             for name, command in commands.items():
                 msg.info(f"{name}, {precision}")
                 run = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", *command])
@@ -586,7 +682,7 @@ def trf_reference_benchmark(
         if shipped_reference:
             name = "roberta-base + tagger, parser, ner, as shipped (spacy-transformers TransformerModel.v3) [fp32]"
             msg.info(name)
-            runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "trf-reference-child", str(corpus), str(path), "--precision", "shipped"])
+            runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "trf-reference-child", str(corpus), str(path), "--precision", "shipped", *device])
             runs[name].update(json.loads(path.read_text()))
             runs[name]["vs_reference"] = None
             for run in runs.values():
@@ -596,7 +692,7 @@ def trf_reference_benchmark(
 
     # a random head's predicate count against the corpus's: how much work its SRL head did
     gold = count_frames(DocBin().from_disk(corpus).get_docs(spacy.blank("en").vocab))
-    result = {"machine": machine(), "corpus": str(corpus), "precisions": wanted, "gold_frames": gold, "runs": runs}
+    result = {"machine": machine(gpu_id), "corpus": str(corpus), "precisions": wanted, "gold_frames": gold, "runs": runs}
     def ratio(value):
         return "-" if value is None else f"{value:.2f}x"
 

@@ -29,3 +29,44 @@ def test_options_run_on_a_baseline_without_buckets(tiny_pipeline):
         config = nlp.config["components"]["transformer"]["model"]
         assert config["bucket_tokens"] == (1024 if option == "length-buckets" else 0)
         assert config["cpu_int8"] == (option == "int8") and not config["cpu_bf16"]
+
+
+@pytest.mark.parametrize("precision,mixed,bf16", [("fp32", False, False), ("fp16", True, False), ("bf16", True, True)])
+def test_gpu_precisions_build_the_cuda_autocast_they_name(tiny_pipeline, precision, mixed, bf16):
+    """On a GPU, fp16 is spacy-transformers' mixed precision and bf16 the same with bf16 autocast;
+    the CPU options stay off. Built on the CPU: the wrappers only act on a GPU."""
+    from albert_srl.components.transformer import gpu_precision
+    from albert_srl.pipeline.benchmark import load_pipeline
+
+    nlp = load_pipeline(str(tiny_pipeline), precision, on_gpu=True)
+    config = nlp.config["components"]["transformer"]["model"]
+    assert (config["mixed_precision"], config["gpu_bf16"], config["cpu_bf16"], config["cpu_int8"]) == (mixed, bf16, False, False)
+    assert gpu_precision(nlp.get_pipe("transformer").model) == precision
+
+
+def test_precisions_are_checked_for_the_device(tiny_pipeline):
+    from albert_srl.pipeline.benchmark import load_pipeline
+
+    with pytest.raises(ValueError, match="on a GPU must be one of as-trained, fp32, bf16, fp16, not 'int8'"):
+        load_pipeline(str(tiny_pipeline), "int8", on_gpu=True)
+    with pytest.raises(ValueError, match="on the CPU must be one of .*, not 'fp16'"):
+        load_pipeline(str(tiny_pipeline), "fp16")
+
+
+def test_gpu_id_without_a_gpu_fails_at_once_saying_why(tiny_pipeline, mini_corpus, tmp_path):
+    """Every benchmark command takes --gpu-id; without a usable GPU it stops before any child runs."""
+    import torch
+    from typer.testing import CliRunner
+
+    from albert_srl.pipeline.benchmark import app
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    dev = str(mini_corpus / "dev.spacy")
+    for command in (["floor", str(tiny_pipeline), dev], ["per-predicate", str(tiny_pipeline), dev], ["trf-reference", dev]):
+        result = CliRunner().invoke(app, [*command, str(tmp_path / "out.json"), "--gpu-id", "0"])
+        assert result.exit_code == 1, result.output
+        assert "--gpu-id 0: PyTorch sees no CUDA GPU" in result.output and "Leave out --gpu-id" in result.output
+    assert not (tmp_path / "out.json").exists()
+    result = CliRunner().invoke(app, ["floor", str(tiny_pipeline), dev, str(tmp_path / "out.json"), "--precision", "fp16"])
+    assert result.exit_code == 1 and "not 'fp16' (fp16 is a GPU precision: add --gpu-id)" in result.output
