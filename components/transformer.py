@@ -67,7 +67,7 @@ def with_cpu_bf16(forward: Callable) -> Callable:
 
 def with_gpu_bf16(forward: Callable) -> Callable:
     """On GPUs, `mixed_precision` (thinc's CUDA autocast) in bf16 instead of fp16: bf16 keeps fp32's
-    exponent range, so no loss scaling is needed, and Ampere and Hopper GPUs run it as fast."""
+    exponent range, so no loss scaling is needed (Ampere and later GPUs have bf16 tensor cores)."""
 
     def gpu_bf16_forward(model, docs: List[Doc], is_train: bool):
         if model.ops.device_type == "cpu":
