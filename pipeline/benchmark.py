@@ -146,8 +146,9 @@ def pipe_child(model: str, store: Path, result: Path, batch_size: int = 32) -> N
 
 
 PRECISIONS = ("as-trained", "fp32", "bf16", "int8", "fp16")
-GPU_HELP = "Run on this GPU (spaCy's numbering; -1: the CPU); precisions fp32, fp16 or bf16 (CUDA autocast of the encoder)"
+CPU_PRECISIONS = ("as-trained", "fp32", "bf16", "int8")
 GPU_PRECISIONS = ("as-trained", "fp32", "bf16", "fp16")
+GPU_HELP = "Run on this GPU (spaCy's numbering; -1: the CPU); precisions fp32, fp16 or bf16 (CUDA autocast of the encoder)"
 
 
 def precision_overrides(precision: str, on_gpu: bool = False) -> Dict:
@@ -164,7 +165,7 @@ def precision_overrides(precision: str, on_gpu: bool = False) -> Dict:
 def check_precision(precision: str, on_gpu: bool) -> None:
     from albert_srl.components.transformer import cpu_bf16_supported
 
-    allowed = GPU_PRECISIONS if on_gpu else tuple(p for p in PRECISIONS if p != "fp16")
+    allowed = GPU_PRECISIONS if on_gpu else CPU_PRECISIONS
     if precision not in allowed:
         raise ValueError(f"precision on {'a GPU' if on_gpu else 'the CPU'} must be one of {', '.join(allowed)}, not {precision!r}")
     if precision == "bf16" and not on_gpu and not cpu_bf16_supported():
@@ -455,11 +456,11 @@ def per_predicate_benchmark(
     """This design (the encoder once per document, the whole pipeline) against the per-predicate
     design (AllenNLP SRL-BERT, transformer-srl: one encoder pass per predicate), same encoder and texts."""
     check_gpu(gpu_id, precision)
-    device = ["--precision", precision, "--gpu-id", str(gpu_id)]
+    flags = ["--precision", precision, "--gpu-id", str(gpu_id)]
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r.json"
-        for name, command in (("this pipeline (encoder once per document)", ["floor-child", model, str(corpus), str(path), *device]), ("per-predicate encoder passes", ["per-predicate-child", model, str(corpus), str(path), *device])):
+        for name, command in (("this pipeline (encoder once per document)", ["floor-child", model, str(corpus), str(path), *flags]), ("per-predicate encoder passes", ["per-predicate-child", model, str(corpus), str(path), *flags])):
             msg.info(name)
             runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", *command])
             runs[name].update(json.loads(path.read_text()))
@@ -648,7 +649,7 @@ def trf_reference_benchmark(
     from albert_srl.components.transformer import cpu_bf16_supported
 
     check_gpu(gpu_id)
-    allowed = ("fp32", "fp16", "bf16") if gpu_id >= 0 else ("fp32", "bf16", "int8")
+    allowed = [p for p in (GPU_PRECISIONS if gpu_id >= 0 else CPU_PRECISIONS) if p != "as-trained"]
     wanted = [p for p in precisions.split(",") if p]
     if not wanted or any(p not in allowed for p in wanted):
         msg.fail(f"--precisions takes {', '.join(allowed)} {'on a GPU' if gpu_id >= 0 else 'on the CPU'}, not {precisions!r}", exits=1)
