@@ -6,6 +6,7 @@ RSS is that measurement's own.
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -220,10 +221,11 @@ def floor_child(model: str, corpus: Path, result: Path, only: str = "", batch_si
 
 
 @app.command("floor-interleaved-child", hidden=True)
-def floor_interleaved_child(model: str, corpus: Path, result: Path, batch_size: int = 32, repeats: int = 3, precision: str = "as-trained", gold_structure: bool = False, gpu_id: int = -1) -> None:
-    """(internal) The transformer alone and the whole pipeline timed in turn in one process, best of
-    REPEATS each: repeated runs on this machine vary by 5-10%, more than the SRL head may cost, and
-    alternating keeps a slow minute from landing on one side only."""
+def floor_interleaved_child(model: str, corpus: Path, result: Path, batch_size: int = 32, repeats: int = 5, precision: str = "as-trained", gold_structure: bool = False, gpu_id: int = -1) -> None:
+    """(internal) The transformer alone and the whole pipeline timed in turn in one process, REPEATS
+    rounds. Repeated runs on this machine vary by 5-10%, more than the SRL head may cost, so the ratio
+    is taken within each round (the two passes seconds apart, their order alternating from round to
+    round so a drift lands on both sides) and the median round's is reported."""
     from spacy.tokens import DocBin
 
     on_gpu = use_gpu(gpu_id)
@@ -238,14 +240,36 @@ def floor_interleaved_child(model: str, corpus: Path, result: Path, batch_size: 
     whole = gold_structure_run(nlp, refs, batch_size) if gold_structure else (lambda: list(nlp.pipe(texts, batch_size=batch_size)))
     passes = {"transformer alone": transformer_alone, "whole pipeline": whole}
     list(nlp.pipe(texts[:8]))  # warm up
-    best = {name: float("inf") for name in passes}
-    for _ in range(repeats):
-        for name, run in passes.items():
-            docs, seconds = timed(run, on_gpu)
-            best[name] = min(best[name], seconds)
-            words = sum(len(doc) for doc in docs)
-    # words as each pass counts them (gold tokens differ slightly from the tokenizer's): compare seconds
-    result.write_text(json.dumps({"precision": precision, "gold_structure": gold_structure, "repeats": repeats, "seconds": best, "words": words, "pipeline_vs_transformer": best["transformer alone"] / best["whole pipeline"]}))
+    rounds = []
+    for i in range(repeats):
+        seconds = {}
+        for name in passes if i % 2 == 0 else reversed(passes):
+            docs, seconds[name] = timed(passes[name], on_gpu)
+        rounds.append(seconds)
+    ratios = sorted(r["transformer alone"] / r["whole pipeline"] for r in rounds)
+    best = {name: min(r[name] for r in rounds) for name in passes}
+    # words as the whole pass counts them (gold tokens differ slightly from the tokenizer's): compare seconds
+    result.write_text(json.dumps({
+        "precision": precision, "gold_structure": gold_structure, "repeats": repeats, "rounds": rounds,
+        "round_ratios": ratios, "seconds": best, "best_of_ratio": best["transformer alone"] / best["whole pipeline"],
+        "component_seconds": {} if gold_structure else component_seconds(nlp, texts, batch_size, on_gpu),
+        "words": sum(len(doc) for doc in docs), "pipeline_vs_transformer": statistics.median(ratios),
+    }))
+
+
+def component_seconds(nlp, texts: List[str], batch_size: int, on_gpu: bool) -> Dict[str, float]:
+    """One pass as nlp.pipe makes it, batch by batch, with each step's seconds summed: where the
+    whole pipeline's time goes, every share measured within the same seconds."""
+    from spacy.util import minibatch
+
+    totals = {"tokenizer": 0.0, **{name: 0.0 for name in nlp.pipe_names}}
+    for batch in minibatch(texts, size=batch_size):
+        docs, seconds = timed(lambda: [nlp.make_doc(text) for text in batch], on_gpu)
+        totals["tokenizer"] += seconds
+        for name, proc in nlp.pipeline:
+            docs, seconds = timed(lambda: list(proc.pipe(docs, batch_size=batch_size)), on_gpu)
+            totals[name] += seconds
+    return totals
 
 
 def gold_structure_run(nlp, refs, batch_size: int):
@@ -296,6 +320,7 @@ def floor_benchmark(
     precision: str = typer.Option("as-trained", help=f"The encoder's precision: {', '.join(PRECISIONS)}"),
     gold_structure: bool = typer.Option(False, "--gold-structure", help="Run the SRL head on the corpus's own sentences and predicates (for pipelines with random weights)"),
     random_head: Optional[Path] = typer.Option(None, help="Measure a random-weight pipeline of this config's shape on MODEL's encoder instead (implies --gold-structure): the cost of a head not yet trained"),
+    rounds: int = typer.Option(5, min=1, help="Rounds of the in-turn measurement (each times both passes; the median round's ratio is reported)"),
     gpu_id: int = typer.Option(-1, "--gpu-id", help=GPU_HELP),
 ) -> None:
     """The whole pipeline (transformer + senter + srl) against the transformer alone: the floor of
@@ -318,12 +343,16 @@ def floor_benchmark(
         msg.info("both in turn, one process (the ratio)")
         path = Path(tmp) / "r.json"
         flags = ["--gold-structure"] if gold_structure else []
-        run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "floor-interleaved-child", model, str(corpus), str(path), "--precision", precision, *flags, *device])
+        run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "floor-interleaved-child", model, str(corpus), str(path), "--repeats", str(rounds), "--precision", precision, *flags, *device])
         interleaved = json.loads(path.read_text())
     ratio = interleaved["pipeline_vs_transformer"]
     result = {"machine": machine(gpu_id), "model": model, "random_head": str(random_head) if random_head else None, "corpus": str(corpus), "precision": precision, "gold_structure": gold_structure, "runs": runs, "interleaved": interleaved, "pipeline_vs_transformer": ratio}
     write_report(output, result, *run_rows(runs))
-    msg.good(f"whole pipeline / transformer alone, timed in turn in one process (best of {interleaved['repeats']}): {ratio:.3f}; in separate processes: {runs['whole pipeline']['words_per_s'] / runs['transformer alone']['words_per_s']:.3f} -> {output}")
+    low, high = interleaved["round_ratios"][0], interleaved["round_ratios"][-1]
+    shares = interleaved["component_seconds"]
+    if shares:
+        msg.text("one pass, seconds by step: " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in shares.items()))
+    msg.good(f"whole pipeline / transformer alone, timed in turn in one process: {ratio:.3f} (median of {interleaved['repeats']} rounds, {low:.3f}-{high:.3f}); in separate processes: {runs['whole pipeline']['words_per_s'] / runs['transformer alone']['words_per_s']:.3f} -> {output}")
 
 
 @app.command("annotate")

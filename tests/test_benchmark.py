@@ -70,3 +70,24 @@ def test_gpu_id_without_a_gpu_fails_at_once_saying_why(tiny_pipeline, mini_corpu
     assert not (tmp_path / "out.json").exists()
     result = CliRunner().invoke(app, ["floor", str(tiny_pipeline), dev, str(tmp_path / "out.json"), "--precision", "fp16"])
     assert result.exit_code == 1 and "not 'fp16' (fp16 is a GPU precision: add --gpu-id)" in result.output
+
+
+def test_floor_ratio_is_the_median_round_and_the_pass_is_broken_down(tiny_pipeline, mini_corpus, tmp_path):
+    """The in-turn floor times both passes in every round, alternating their order, and reports the
+    median round's ratio; the breakdown names every step of the pipeline."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from albert_srl.pipeline.benchmark import app
+
+    out = tmp_path / "floor.json"
+    result = CliRunner().invoke(app, ["floor-interleaved-child", str(tiny_pipeline), str(mini_corpus / "dev.spacy"), str(out), "--repeats", "3", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    floor = json.loads(out.read_text())
+    assert [list(r) for r in floor["rounds"]] == [["transformer alone", "whole pipeline"], ["whole pipeline", "transformer alone"], ["transformer alone", "whole pipeline"]]
+    ratios = [r["transformer alone"] / r["whole pipeline"] for r in floor["rounds"]]
+    assert floor["round_ratios"] == sorted(ratios) and floor["pipeline_vs_transformer"] == sorted(ratios)[1]
+    assert list(floor["component_seconds"]) == ["tokenizer", "transformer", "senter", "srl"]
+    assert all(seconds > 0 for seconds in floor["component_seconds"].values())
+    assert floor["words"] > 0
