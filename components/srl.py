@@ -70,6 +70,7 @@ class SemanticRoleLabeler(TrainablePipe):
     # padded (predicate, token) pairs scored at once: the argument scorer holds several (chunk,
     # window, hidden) tensors, so this bounds peak memory (64 predicates x 128-token windows)
     chunk_pairs = 8192
+    chunk_padding, chunk_min_rows = 0.1, 64
 
     def __init__(self, vocab: Vocab, model: Model, name: str = "srl", *, max_window: int = 128, head_learn_rate: float = 0.002, scorer: Optional[Callable] = score_srl):
         self.vocab = vocab
@@ -204,12 +205,23 @@ class SemanticRoleLabeler(TrainablePipe):
         return results
 
     def _length_sorted_chunks(self, lengths: numpy.ndarray) -> List[numpy.ndarray]:
-        """Predicate indices by window length, cut into chunks of at most `chunk_pairs` padded pairs."""
+        """Predicate indices by window length, cut into chunks of at most `chunk_pairs` padded pairs,
+        and cut early where the next window would make more than `chunk_padding` of a chunk padding
+        (once it holds `chunk_min_rows` predicates): the shortest windows span lengths 1 to ~16 in a
+        batch, and padding them all to the longest had the head score 1.5 pairs per real one on EWT dev."""
         order = numpy.argsort(lengths, kind="stable")
+        sorted_lengths = numpy.maximum(lengths[order], 1)
+        real = numpy.concatenate([[0], numpy.cumsum(sorted_lengths)])  # real[k]: pairs in the first k
         chunks, start = [], 0
         for end in range(1, len(order) + 1):
-            # lengths ascend, so the chunk's padded size is its count times its last length
-            if end == len(order) or (end + 1 - start) * max(int(lengths[order[end]]), 1) > self.chunk_pairs:
+            if end == len(order):
+                chunks.append(order[start:end])
+                break
+            # lengths ascend, so a chunk's padded size is its count times its last length
+            padded = (end + 1 - start) * int(sorted_lengths[end])
+            too_big = padded > self.chunk_pairs
+            too_padded = end - start >= self.chunk_min_rows and 1 - (real[end + 1] - real[start]) / padded > self.chunk_padding
+            if too_big or too_padded:
                 chunks.append(order[start:end])
                 start = end
         return chunks

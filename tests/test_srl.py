@@ -224,6 +224,26 @@ def test_argument_scores_do_not_depend_on_chunking(pair_width):
     assert not torch.allclose(together[2], together[3])
 
 
+def test_chunks_cover_every_predicate_bounded_in_size_and_padding(trf_nlp):
+    """Predicates are scored in chunks of similar window length: each exactly once, no chunk over
+    `chunk_pairs` padded pairs, and none padded past `chunk_padding` once it holds `chunk_min_rows`
+    predicates (a mix of short windows no longer pads them all to the longest)."""
+    import numpy
+
+    srl = trf_nlp[0].get_pipe("srl")
+    rng = numpy.random.default_rng(0)
+    lengths = numpy.concatenate([rng.integers(1, 17, 400), rng.integers(17, 129, 300)])
+    chunks = srl._length_sorted_chunks(lengths)
+    assert sorted(numpy.concatenate(chunks).tolist()) == list(range(len(lengths)))
+    for chunk in chunks:
+        padded = len(chunk) * lengths[chunk].max()
+        assert padded <= srl.chunk_pairs or len(chunk) == 1
+        if len(chunk) > srl.chunk_min_rows:
+            assert 1 - lengths[chunk].sum() / padded <= srl.chunk_padding + 1e-9 or len(chunk) == 1
+    padded = sum(len(c) * lengths[c].max() for c in chunks)
+    assert padded < 1.15 * lengths.sum()  # the length cut alone padded this mix to 1.5x
+
+
 def test_sense_candidates_equal_the_full_logits():
     """Prediction scores only the rolesets seen with each word form; those scores must be the full
     output layer's logits at the same places."""
