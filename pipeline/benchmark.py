@@ -601,43 +601,105 @@ def build_roberta_reference(folder: Path, texts: List[str]) -> Path:
     return folder
 
 
+def reference_pipeline(refs, folder: Path, precision: str = "fp32", on_gpu: bool = False):
+    """The en_core_web_trf-shaped pipeline (roberta-base + tagger, parser, ner, random weights) in
+    FOLDER, its labels set up from REFS, at PRECISION ("shipped": spacy-transformers' own
+    TransformerModel.v3, fp32, as en_core_web_trf runs it), warmed up."""
+    import spacy
+    from spacy.training import Example
+    from thinc.api import Config
+
+    texts = [doc.text for doc in refs]
+    build_roberta_reference(folder, texts)
+    config = Config().from_str(TRF_REFERENCE_CONFIG)
+    config["components"]["transformer"]["model"]["name"] = str(folder)
+    if precision != "shipped":
+        check_precision(precision, on_gpu)
+        for key, value in precision_overrides(precision, on_gpu).items():
+            config["components"]["transformer"]["model"][key.rsplit(".", 1)[1]] = value
+    nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
+    for label in DEP_LABELS:
+        nlp.get_pipe("parser").add_label(label)
+    for label in ENT_LABELS:
+        nlp.get_pipe("ner").add_label(label)
+    tags = sorted({t.tag_ for doc in refs for t in doc if t.tag_})
+    for tag in tags:
+        nlp.get_pipe("tagger").add_label(tag)
+    sample = refs[0][:8].as_doc()
+    examples = [Example.from_dict(nlp.make_doc(sample.text), {"words": [t.text for t in sample], "tags": [t.tag_ or (tags[0] if tags else "X") for t in sample], "heads": [0] * len(sample), "deps": ["ROOT"] + ["dep"] * (len(sample) - 1)})]
+    nlp.initialize(lambda: examples)
+    list(nlp.pipe(texts[:8]))  # warm up
+    return nlp
+
+
 @app.command("trf-reference-child", hidden=True)
 def trf_reference_child(corpus: Path, result: Path, batch_size: int = 32, repeats: int = 2, precision: str = "fp32", gpu_id: int = -1) -> None:
     """(internal) words/s of an en_core_web_trf-shaped pipeline: roberta-base + tagger, parser, ner."""
     import spacy
     from spacy.tokens import DocBin
-    from spacy.training import Example
-    from thinc.api import Config
 
     on_gpu = use_gpu(gpu_id)
-    vocab = spacy.blank("en").vocab
-    refs = list(DocBin().from_disk(corpus).get_docs(vocab))
+    refs = list(DocBin().from_disk(corpus).get_docs(spacy.blank("en").vocab))
     texts = [doc.text for doc in refs]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = build_roberta_reference(Path(tmp) / "roberta-base-random", texts)
-        config = Config().from_str(TRF_REFERENCE_CONFIG)
-        config["components"]["transformer"]["model"]["name"] = str(folder)
-        if precision != "shipped":  # shipped: spacy-transformers' own TransformerModel.v3, fp32, as en_core_web_trf runs
-            check_precision(precision, on_gpu)
-            for key, value in precision_overrides(precision, on_gpu).items():
-                config["components"]["transformer"]["model"][key.rsplit(".", 1)[1]] = value
-        nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
-        for label in DEP_LABELS:
-            nlp.get_pipe("parser").add_label(label)
-        for label in ENT_LABELS:
-            nlp.get_pipe("ner").add_label(label)
-        tags = sorted({t.tag_ for doc in refs for t in doc if t.tag_})
-        for tag in tags:
-            nlp.get_pipe("tagger").add_label(tag)
-        sample = refs[0][:8].as_doc()
-        examples = [Example.from_dict(nlp.make_doc(sample.text), {"words": [t.text for t in sample], "tags": [t.tag_ or (tags[0] if tags else "X") for t in sample], "heads": [0] * len(sample), "deps": ["ROOT"] + ["dep"] * (len(sample) - 1)})]
-        nlp.initialize(lambda: examples)
-        list(nlp.pipe(texts[:8]))  # warm up
+        nlp = reference_pipeline(refs, Path(tmp) / "roberta-base-random", precision, on_gpu)
         best = float("inf")
         for _ in range(repeats):
             words, seconds = timed(lambda: sum(len(doc) for doc in nlp.pipe(texts, batch_size=batch_size)), on_gpu)
             best = min(best, seconds)
     result.write_text(json.dumps({"components": nlp.pipe_names, "precision": precision, "words": words, "seconds": best, "words_per_s": words / best, **gpu_memory(on_gpu)}))
+
+
+REFERENCE = "reference"
+
+
+@app.command("trf-reference-interleaved-child", hidden=True)
+def trf_reference_interleaved_child(
+    corpus: Path,
+    result: Path,
+    model: List[str] = typer.Option([], "--model"),
+    gold_structure_model: List[str] = typer.Option([], "--gold-structure-model"),
+    rounds: int = 3,
+    batch_size: int = 32,
+    precision: str = "fp32",
+    gpu_id: int = -1,
+) -> None:
+    """(internal) The reference and each SRL pipeline timed in turn in one process, ROUNDS rounds,
+    the order rotating from round to round. Separate processes on this machine drew minutes up to
+    20% apart, so each pipeline's ratio to the reference is taken within a round and the median
+    round's is reported. Peak RSS is not separable here: the separate runs report it."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    on_gpu = use_gpu(gpu_id)
+    refs = list(DocBin().from_disk(corpus).get_docs(spacy.blank("en").vocab))
+    texts = [doc.text for doc in refs]
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = reference_pipeline(refs, Path(tmp) / "roberta-base-random", precision, on_gpu)
+        passes = {REFERENCE: lambda: list(reference.pipe(texts, batch_size=batch_size))}
+        for name in model:
+            nlp = load_pipeline(name, precision, on_gpu=on_gpu)
+            list(nlp.pipe(texts[:8]))  # warm up
+            passes[name] = lambda nlp=nlp: list(nlp.pipe(texts, batch_size=batch_size))
+        for name in gold_structure_model:
+            nlp = load_pipeline(name, precision, on_gpu=on_gpu)
+            srl_refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
+            gold_structure_run(nlp, srl_refs[:8], batch_size)()  # warm up
+            passes[name] = gold_structure_run(nlp, srl_refs, batch_size)
+        names = list(passes)
+        timings, words = [], {}
+        for i in range(rounds):
+            seconds = {}
+            for name in names[i % len(names):] + names[: i % len(names)]:
+                docs, seconds[name] = timed(passes[name], on_gpu)
+                words[name] = sum(len(doc) for doc in docs)
+            timings.append(seconds)
+    # words/s, not seconds: the gold-structure passes count the corpus's tokens, not the tokenizer's
+    ratios = {name: sorted((words[name] / r[name]) / (words[REFERENCE] / r[REFERENCE]) for r in timings) for name in names if name != REFERENCE}
+    result.write_text(json.dumps({
+        "precision": precision, "rounds": timings, "words": words,
+        "vs_reference": {name: {"median": statistics.median(values), "low": values[0], "high": values[-1], "round_ratios": values} for name, values in ratios.items()},
+    }))
 
 
 @app.command("random-pipeline-child", hidden=True)
@@ -670,6 +732,7 @@ def trf_reference_benchmark(
     spm: Optional[Path] = typer.Option(None, help="ALBERT's SentencePiece model, for --albert-base-config"),
     precisions: str = typer.Option("fp32,bf16,int8", help="Comma-separated encoder precisions (fp32, bf16, int8); every pipeline, the reference included, runs at each; bf16 is skipped on CPUs without it"),
     shipped_reference: bool = typer.Option(True, help="Also time the reference as en_core_web_trf runs it (spacy-transformers' TransformerModel.v3, fp32, one padded batch), without this project's speed options"),
+    rounds: int = typer.Option(3, min=0, help="Rounds of the in-turn measurement at each precision: every pipeline and the reference timed one after another in one process, the ratio taken within each round (`vs_reference_in_turn`, the median round's); 0: separate processes only"),
     gpu_id: int = typer.Option(-1, "--gpu-id", help=GPU_HELP + "; --precisions then takes fp32, fp16, bf16"),
 ) -> None:
     """SRL pipelines against a roberta-base-shaped spaCy transformer pipeline (the architecture of
@@ -711,6 +774,14 @@ def trf_reference_benchmark(
             reference = runs[f"{next(iter(commands))} [{precision}]"]
             for name in commands:
                 runs[f"{name} [{precision}]"]["vs_reference"] = runs[f"{name} [{precision}]"]["words_per_s"] / reference["words_per_s"]
+            if rounds and models:
+                msg.info(f"all in turn, one process, {rounds} rounds, {precision}")
+                flags = [arg for m, extra in models.values() for arg in (("--gold-structure-model" if extra else "--model"), m)]
+                run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "trf-reference-interleaved-child", str(corpus), str(path), *flags, "--rounds", str(rounds), "--precision", precision, *device])
+                in_turn = json.loads(path.read_text())
+                for name, (m, _) in models.items():
+                    runs[f"{name} [{precision}]"]["vs_reference_in_turn"] = in_turn["vs_reference"][m]
+                    runs[f"{name} [{precision}]"]["rounds_in_turn"] = [{"seconds": r[m], "reference_seconds": r[REFERENCE]} for r in in_turn["rounds"]]
         if shipped_reference:
             name = "roberta-base + tagger, parser, ner, as shipped (spacy-transformers TransformerModel.v3) [fp32]"
             msg.info(name)
@@ -728,8 +799,11 @@ def trf_reference_benchmark(
     def ratio(value):
         return "-" if value is None else f"{value:.2f}x"
 
-    rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", ratio(r["vs_reference"]), ratio(r.get("vs_shipped_reference")), f"{r.get('predicates', '-'):,}" if "predicates" in r else "-", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()]
-    write_report(output, result, rows, ("run", "words", "words/s", "vs reference", "vs shipped reference", "predicates", "peak RSS MB"))
+    def in_turn(value):
+        return "-" if value is None else f"{value['median']:.2f}x ({value['low']:.2f}-{value['high']:.2f})"
+
+    rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", ratio(r["vs_reference"]), in_turn(r.get("vs_reference_in_turn")), ratio(r.get("vs_shipped_reference")), f"{r.get('predicates', '-'):,}" if "predicates" in r else "-", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()]
+    write_report(output, result, rows, ("run", "words", "words/s", "vs reference", "vs reference in turn (median, range)", "vs shipped reference", "predicates", "peak RSS MB"))
     msg.good(f"{gold['predicates']:,} gold predicates in {corpus} -> {output}")
 
 

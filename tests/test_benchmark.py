@@ -91,3 +91,32 @@ def test_floor_ratio_is_the_median_round_and_the_pass_is_broken_down(tiny_pipeli
     assert list(floor["component_seconds"]) == ["tokenizer", "transformer", "senter", "srl"]
     assert all(seconds > 0 for seconds in floor["component_seconds"].values())
     assert floor["words"] > 0
+
+
+def test_trf_reference_in_turn_rotates_the_order_and_takes_each_rounds_ratio(tiny_pipeline, mini_corpus, tmp_path):
+    """Every pipeline and the roberta-base reference are timed in each round, the order rotating, and
+    each pipeline's ratio to the reference is its words/s over the reference's within one round."""
+    import json
+    import shutil
+    import statistics
+
+    from typer.testing import CliRunner
+
+    from albert_srl.pipeline.benchmark import REFERENCE, app
+
+    gold_structure = tmp_path / "gold-structure-copy"
+    shutil.copytree(tiny_pipeline, gold_structure)
+    out = tmp_path / "in-turn.json"
+    args = ["trf-reference-interleaved-child", str(mini_corpus / "dev.spacy"), str(out), "--model", str(tiny_pipeline), "--gold-structure-model", str(gold_structure), "--rounds", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    in_turn = json.loads(out.read_text())
+    names = [REFERENCE, str(tiny_pipeline), str(gold_structure)]
+    assert [list(r) for r in in_turn["rounds"]] == [names, names[1:] + names[:1], names[2:] + names[:2]]
+    words = in_turn["words"]
+    assert set(words) == set(names) and all(n > 0 for n in words.values())
+    for name in names[1:]:
+        ratios = sorted((words[name] / r[name]) / (words[REFERENCE] / r[REFERENCE]) for r in in_turn["rounds"])
+        summary = in_turn["vs_reference"][name]
+        assert summary["round_ratios"] == pytest.approx(ratios)
+        assert (summary["median"], summary["low"], summary["high"]) == pytest.approx((statistics.median(ratios), ratios[0], ratios[-1]))
