@@ -120,3 +120,43 @@ def test_trf_reference_in_turn_rotates_the_order_and_takes_each_rounds_ratio(tin
         summary = in_turn["vs_reference"][name]
         assert summary["round_ratios"] == pytest.approx(ratios)
         assert (summary["median"], summary["low"], summary["high"]) == pytest.approx((statistics.median(ratios), ratios[0], ratios[-1]))
+
+
+def test_per_predicate_speedup_is_the_median_round(tiny_pipeline, mini_corpus, tmp_path):
+    """Both designs are timed in every round, their order alternating, and the speedup reported is
+    the median round's ratio of seconds (both count the pipeline's words)."""
+    import json
+    import statistics
+
+    from typer.testing import CliRunner
+
+    from albert_srl.pipeline.benchmark import app
+
+    out = tmp_path / "per-predicate.json"
+    result = CliRunner().invoke(app, ["per-predicate-interleaved-child", str(tiny_pipeline), str(mini_corpus / "dev.spacy"), str(out), "--rounds", "3", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    measured = json.loads(out.read_text())
+    assert [list(r) for r in measured["rounds"]] == [["this pipeline", "per-predicate"], ["per-predicate", "this pipeline"], ["this pipeline", "per-predicate"]]
+    speedups = sorted(r["per-predicate"] / r["this pipeline"] for r in measured["rounds"])
+    assert measured["round_speedups"] == pytest.approx(speedups) and measured["speedup"] == pytest.approx(statistics.median(speedups))
+    assert measured["sequences"] > 0 and measured["words"] > 0
+
+
+def test_per_predicate_passes_run_the_encoder_in_eval_mode_after_a_pipeline_pass(tiny_pipeline, mini_corpus):
+    """thinc puts a PyTorch model back in train mode after predicting: a pipeline pass between two
+    per-predicate passes must not leave them running dropout."""
+    from spacy.tokens import DocBin
+
+    from albert_srl.pipeline.benchmark import load_pipeline, per_predicate_pass
+
+    nlp = load_pipeline(str(tiny_pipeline), "fp32")
+    refs = list(DocBin().from_disk(mini_corpus / "dev.spacy").get_docs(nlp.vocab))
+    encode_all, _, sequences = per_predicate_pass(nlp, refs)
+    encoder = nlp.get_pipe("transformer").model.transformer
+    list(nlp.pipe([ref.text for ref in refs]))
+    assert encoder.training  # what thinc leaves behind
+    modes = []
+    hook = encoder.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    encode_all()
+    hook.remove()
+    assert len(modes) == -(-sequences // 32) and not any(modes)
