@@ -431,8 +431,9 @@ def dask_benchmark(
 
 
 def per_predicate_pass(nlp, refs, batch_size: int = 32, on_gpu: bool = False):
-    """The per-predicate design's encoder cost over REFS with NLP's encoder: a pass (run it under
-    `per_predicate_context`), its words as the pipeline counts them, its number of sequences."""
+    """The per-predicate design's encoder cost over REFS with NLP's encoder, at the pipeline's
+    precision: a pass to time (warmed up), its words as the pipeline counts them, its number of
+    encoder sequences."""
     import torch
 
     from albert_srl.components.frames import frame_specs
