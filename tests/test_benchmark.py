@@ -160,3 +160,24 @@ def test_per_predicate_passes_run_the_encoder_in_eval_mode_after_a_pipeline_pass
     encode_all()
     hook.remove()
     assert len(modes) == -(-sequences // 32) and not any(modes)
+
+
+def test_reports_write_a_markdown_table_under_a_header_naming_machine_and_pipeline(tiny_pipeline, tmp_path):
+    """Each benchmark's JSON gets a Markdown table beside it, headed by the date, the machine and the
+    pipeline's encoder and SRL head settings (read from its config)."""
+    import json
+
+    from albert_srl.pipeline.benchmark import machine, write_report
+
+    out = tmp_path / "bench.json"
+    write_report(out, {"machine": machine(), "model": str(tiny_pipeline), "corpus": "dev.spacy", "precision": "fp32"}, [("whole pipeline", "1,000", "2,000")], ("run", "words", "words/s"))
+    saved = json.loads(out.read_text())
+    summary = saved["pipelines"][str(tiny_pipeline)]
+    assert summary["components"][0] == "transformer" and summary["components"][-1] == "srl"
+    assert summary["srl"]["@architectures"].startswith("albert_srl.SRLModel")
+    lines = out.with_suffix(".md").read_text().splitlines()
+    assert lines[0] == "# bench" and lines[2].startswith("- date: ") and lines[3].startswith("- machine: cpu ")
+    assert "- precision: fp32" in lines and "- corpus: dev.spacy" in lines
+    pipeline_line = next(line for line in lines if line.startswith(f"- pipeline `{tiny_pipeline}`"))
+    assert "srl: @architectures albert_srl.SRLModel" in pipeline_line and "transformer: @architectures" in pipeline_line
+    assert lines[-3:] == ["| run | words | words/s |", "|---|---:|---:|", "| whole pipeline | 1,000 | 2,000 |"]
