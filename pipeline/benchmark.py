@@ -13,7 +13,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import pyarrow.dataset as ds
 import typer
@@ -48,15 +48,16 @@ def run_rows(runs: Dict) -> tuple:
     return rows, ("run", "words", "words/s", "peak RSS MB", *(["peak GPU MB"] if on_gpu else []))
 
 
-def write_report(output: Path, result: Dict, rows: List[tuple], header: tuple, models: Optional[List[str]] = None) -> None:
+def write_report(output: Path, result: Dict, rows: List[tuple], header: tuple, models: Optional[List[str]] = None, findings: Sequence[str] = ()) -> None:
     """Save the benchmark's JSON, and its table as Markdown beside it (OUTPUT with .md) under a
     header saying when, on what machine and with which pipelines (`models`, else the result's
-    `model`) and settings it was measured; print the table."""
+    `model`) and settings it was measured, followed by the `findings` (the ratios the table does not
+    show); print the table."""
     output.parent.mkdir(parents=True, exist_ok=True)
     models = models if models is not None else [result["model"]] if result.get("model") else []
     result = {**result, "pipelines": {m: pipeline_summary(m) for m in models}}
     output.write_text(json.dumps(result, indent=2))
-    output.with_suffix(".md").write_text(markdown_report(output, result, rows, header))
+    output.with_suffix(".md").write_text(markdown_report(output, result, rows, header) + "".join(f"\n{line}\n" for line in findings))
     msg.table(rows, header=header, aligns=("l",) + ("r",) * (len(header) - 1))
 
 
@@ -396,12 +397,14 @@ def floor_benchmark(
         interleaved = json.loads(path.read_text())
     ratio = interleaved["pipeline_vs_transformer"]
     result = {"machine": machine(gpu_id), "model": model, "random_head": str(random_head) if random_head else None, "corpus": str(corpus), "precision": precision, "gold_structure": gold_structure, "runs": runs, "interleaved": interleaved, "pipeline_vs_transformer": ratio}
-    write_report(output, result, *run_rows(runs))
     low, high = interleaved["round_ratios"][0], interleaved["round_ratios"][-1]
     shares = interleaved["component_seconds"]
-    if shares:
-        msg.text("one pass, seconds by step: " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in shares.items()))
-    msg.good(f"whole pipeline / transformer alone, timed in turn in one process: {ratio:.3f} (median of {interleaved['repeats']} rounds, {low:.3f}-{high:.3f}); in separate processes: {runs['whole pipeline']['words_per_s'] / runs['transformer alone']['words_per_s']:.3f} -> {output}")
+    breakdown = ("one pass, seconds by step: " + ", ".join(f"{name} {seconds:.2f}" for name, seconds in shares.items())) if shares else ""
+    finding = f"whole pipeline / transformer alone, timed in turn in one process: {ratio:.3f} (median of {interleaved['repeats']} rounds, {low:.3f}-{high:.3f}); in separate processes: {runs['whole pipeline']['words_per_s'] / runs['transformer alone']['words_per_s']:.3f}"
+    write_report(output, result, *run_rows(runs), findings=[finding] + ([breakdown] if breakdown else []))
+    if breakdown:
+        msg.text(breakdown)
+    msg.good(f"{finding} -> {output}")
 
 
 @app.command("annotate")
@@ -440,8 +443,9 @@ def annotate_benchmark(
     }
     named = {"nlp.pipe (in memory)": pipe, **{f"annotate, {name} store": r for name, r in runs.items()}}
     rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", f"{r['peak_rss_mb']:,.0f}") for n, r in named.items()]
-    write_report(output, result, rows, ("run", "words", "words/s", "peak RSS MB"))
-    msg.good(f"Parquet path / nlp.pipe words/s: {result['parquet_vs_pipe_words_per_s']:.3f}; peak RSS {scale}x / 1x: {result[f'peak_rss_{scale}x_vs_1x']:.3f} -> {output}")
+    finding = f"Parquet path / nlp.pipe words/s: {result['parquet_vs_pipe_words_per_s']:.3f}; peak RSS {scale}x / 1x: {result[f'peak_rss_{scale}x_vs_1x']:.3f}"
+    write_report(output, result, rows, ("run", "words", "words/s", "peak RSS MB"), findings=[finding])
+    msg.good(f"{finding} -> {output}")
 
 
 @app.command("dask")
@@ -473,8 +477,9 @@ def dask_benchmark(
     one, many = runs["one process"], runs[f"dask, {workers} workers"]
     result = {"machine": machine(), "model": model, "corpus": str(corpus), "scale": scale, "runs": runs, "dask_speedup_wall": one["wall_s"] / many["wall_s"]}
     rows = [(name, r["parts"], f"{r['words']:,}", f"{r['wall_s']:,.1f}", f"{r['words_per_s_wall']:,.0f}") for name, r in runs.items()]
-    write_report(output, result, rows, ("run", "parts", "words", "wall s", "words/s (wall)"))
-    msg.good(f"Dask {workers} workers vs one process: {result['dask_speedup_wall']:.2f}x -> {output}")
+    finding = f"Dask {workers} workers vs one process: {result['dask_speedup_wall']:.2f}x"
+    write_report(output, result, rows, ("run", "parts", "words", "wall s", "words/s (wall)"), findings=[finding])
+    msg.good(f"{finding} -> {output}")
 
 
 def per_predicate_pass(nlp, refs, batch_size: int = 32, on_gpu: bool = False):
@@ -586,9 +591,10 @@ def per_predicate_benchmark(
     separate = ours["words_per_s"] / theirs["words_per_s"]
     ratio = interleaved["speedup"]
     result = {"machine": machine(gpu_id), "model": model, "corpus": str(corpus), "precision": precision, "runs": runs, "interleaved": interleaved, "speedup_separate_runs": separate, "speedup_vs_per_predicate": ratio}
-    write_report(output, result, *run_rows(runs))
     low, high = interleaved["round_speedups"][0], interleaved["round_speedups"][-1]
-    msg.good(f"this pipeline / per-predicate design, timed in turn in one process: {ratio:.2f}x (median of {rounds} rounds, {low:.2f}-{high:.2f}); in separate processes: {separate:.2f}x ({theirs['sequences']:,} encoder sequences for {theirs['docs']:,} documents) -> {output}")
+    finding = f"this pipeline / per-predicate design, timed in turn in one process: {ratio:.2f}x (median of {rounds} rounds, {low:.2f}-{high:.2f}); in separate processes: {separate:.2f}x ({theirs['sequences']:,} encoder sequences for {theirs['docs']:,} documents)"
+    write_report(output, result, *run_rows(runs), findings=[finding])
+    msg.good(f"{finding} -> {output}")
 
 
 TRF_REFERENCE_CONFIG = """
@@ -892,7 +898,7 @@ def trf_reference_benchmark(
         return "-" if value is None else f"{value['median']:.2f}x ({value['low']:.2f}-{value['high']:.2f})"
 
     rows = [(n, f"{r['words']:,}", f"{r['words_per_s']:,.0f}", ratio(r["vs_reference"]), in_turn(r.get("vs_reference_in_turn")), ratio(r.get("vs_shipped_reference")), f"{r.get('predicates', '-'):,}" if "predicates" in r else "-", f"{r['peak_rss_mb']:,.0f}") for n, r in runs.items()]
-    write_report(output, result, rows, ("run", "words", "words/s", "vs reference", "vs reference in turn (median, range)", "vs shipped reference", "predicates", "peak RSS MB"), models=list(model))
+    write_report(output, result, rows, ("run", "words", "words/s", "vs reference", "vs reference in turn (median, range)", "vs shipped reference", "predicates", "peak RSS MB"), models=list(model), findings=[f"{gold['predicates']:,} gold predicates in {corpus}"])
     msg.good(f"{gold['predicates']:,} gold predicates in {corpus} -> {output}")
 
 

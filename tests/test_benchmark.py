@@ -170,7 +170,7 @@ def test_reports_write_a_markdown_table_under_a_header_naming_machine_and_pipeli
     from albert_srl.pipeline.benchmark import machine, write_report
 
     out = tmp_path / "bench.json"
-    write_report(out, {"machine": machine(), "model": str(tiny_pipeline), "corpus": "dev.spacy", "precision": "fp32"}, [("whole pipeline", "1,000", "2,000")], ("run", "words", "words/s"))
+    write_report(out, {"machine": machine(), "model": str(tiny_pipeline), "corpus": "dev.spacy", "precision": "fp32"}, [("whole pipeline", "1,000", "2,000")], ("run", "words", "words/s"), findings=["ratio 0.8"])
     saved = json.loads(out.read_text())
     summary = saved["pipelines"][str(tiny_pipeline)]
     assert summary["components"][0] == "transformer" and summary["components"][-1] == "srl"
@@ -180,4 +180,4 @@ def test_reports_write_a_markdown_table_under_a_header_naming_machine_and_pipeli
     assert "- precision: fp32" in lines and "- corpus: dev.spacy" in lines
     pipeline_line = next(line for line in lines if line.startswith(f"- pipeline `{tiny_pipeline}`"))
     assert "srl: @architectures albert_srl.SRLModel" in pipeline_line and "transformer: @architectures" in pipeline_line
-    assert lines[-3:] == ["| run | words | words/s |", "|---|---:|---:|", "| whole pipeline | 1,000 | 2,000 |"]
+    assert lines[-5:] == ["| run | words | words/s |", "|---|---:|---:|", "| whole pipeline | 1,000 | 2,000 |", "", "ratio 0.8"]
