@@ -13,7 +13,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pyarrow.dataset as ds
 import typer
@@ -173,6 +173,20 @@ def timed(run, on_gpu: bool):
     return value, time.perf_counter() - started
 
 
+def timed_in_turn(passes: Dict[str, Callable[[], Any]], rounds: int, on_gpu: bool) -> Tuple[List[Dict[str, float]], Dict[str, Any]]:
+    """Each pass timed once a round, one after another in this process, the order rotating from
+    round to round (two passes alternate), so a drift in the machine's speed lands on every side:
+    each round's seconds by pass, and each pass's last result. Separate processes on these 2-core
+    machines drew minutes 5-20% apart, more than several of the ratios measured here."""
+    names, timings, results = list(passes), [], {}
+    for i in range(rounds):
+        seconds = {}
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            results[name], seconds[name] = timed(passes[name], on_gpu)
+        timings.append(seconds)
+    return timings, results
+
+
 def gpu_memory(on_gpu: bool) -> Dict:
     """Peak GPU memory PyTorch allocated in this process (CuPy's arrays come from the same allocator under thinc)."""
     import torch
@@ -288,14 +302,8 @@ def floor_interleaved_child(model: str, corpus: Path, result: Path, batch_size: 
     whole = gold_structure_run(nlp, refs, batch_size) if gold_structure else (lambda: list(nlp.pipe(texts, batch_size=batch_size)))
     passes = {"transformer alone": transformer_alone, "whole pipeline": whole}
     list(nlp.pipe(texts[:8]))  # warm up
-    rounds = []
-    for i in range(repeats):
-        seconds = {}
-        for name in passes if i % 2 == 0 else reversed(passes):
-            docs, seconds[name] = timed(passes[name], on_gpu)
-            if name == "whole pipeline":
-                words = sum(len(doc) for doc in docs)
-        rounds.append(seconds)
+    rounds, results = timed_in_turn(passes, repeats, on_gpu)
+    words = sum(len(doc) for doc in results["whole pipeline"])
     ratios = sorted(r["transformer alone"] / r["whole pipeline"] for r in rounds)
     best = {name: min(r[name] for r in rounds) for name in passes}
     # words as the whole pass counts them (gold tokens differ slightly from the tokenizer's): compare seconds
@@ -553,12 +561,7 @@ def per_predicate_interleaved_child(model: str, corpus: Path, result: Path, roun
     per_predicate, words, sequences = per_predicate_pass(nlp, refs, batch_size, on_gpu)
     list(nlp.pipe(texts[:8]))  # warm up
     passes = {"this pipeline": lambda: list(nlp.pipe(texts, batch_size=batch_size)), "per-predicate": per_predicate}
-    timings = []
-    for i in range(rounds):
-        seconds = {}
-        for name in passes if i % 2 == 0 else reversed(passes):
-            _, seconds[name] = timed(passes[name], on_gpu)
-        timings.append(seconds)
+    timings, _ = timed_in_turn(passes, rounds, on_gpu)
     # both count the pipeline's words, so the speedup is a ratio of seconds
     speedups = sorted(r["per-predicate"] / r["this pipeline"] for r in timings)
     result.write_text(json.dumps({"precision": precision, "rounds": timings, "words": words, "sequences": sequences, "round_speedups": speedups, "speedup": statistics.median(speedups)}))
@@ -781,16 +784,10 @@ def trf_reference_interleaved_child(
             srl_refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
             gold_structure_run(nlp, srl_refs[:8], batch_size)()  # warm up
             passes[name] = gold_structure_run(nlp, srl_refs, batch_size)
-        names = list(passes)
-        timings, words = [], {}
-        for i in range(rounds):
-            seconds = {}
-            for name in names[i % len(names):] + names[: i % len(names)]:
-                docs, seconds[name] = timed(passes[name], on_gpu)
-                words[name] = sum(len(doc) for doc in docs)
-            timings.append(seconds)
+        timings, results = timed_in_turn(passes, rounds, on_gpu)
+        words = {name: sum(len(doc) for doc in docs) for name, docs in results.items()}
     # words/s, not seconds: the gold-structure passes count the corpus's tokens, not the tokenizer's
-    ratios = {name: sorted((words[name] / r[name]) / (words[REFERENCE] / r[REFERENCE]) for r in timings) for name in names if name != REFERENCE}
+    ratios = {name: sorted((words[name] / r[name]) / (words[REFERENCE] / r[REFERENCE]) for r in timings) for name in passes if name != REFERENCE}
     result.write_text(json.dumps({
         "precision": precision, "rounds": timings, "words": words,
         "vs_reference": {name: {"median": statistics.median(values), "low": values[0], "high": values[-1], "round_ratios": values} for name, values in ratios.items()},
