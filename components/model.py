@@ -42,6 +42,8 @@ class SRLHead(nn.Module):
         self.pair_norm = nn.LayerNorm(pair)
         self.lstm = nn.LSTM(pair, pair // 2, num_layers=lstm_depth, batch_first=True, bidirectional=True, dropout=dropout if lstm_depth > 1 else 0.0) if lstm_depth > 0 else None
         self.arg_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(pair, pair), nn.GELU(), nn.Linear(pair, n_bio))
+        # prediction only, set by the pipe (`srl` factory's `cpu_bf16`): the BiLSTM under CPU bf16 autocast
+        self.cpu_bf16_lstm = False
 
     def encode(self, X: torch.Tensor) -> torch.Tensor:
         return self.token(X)
@@ -105,11 +107,14 @@ class SRLHead(nn.Module):
         # (row, position) indexing copies whole vectors; torch.gather reads an index per element (2.2x
         # slower on a 256 x 32 x 128 chunk)
         rows, flipped = torch.arange(n_rows, device=pairs.device)[:, None], flipped.clamp(min=0)
-        forward = torch.lstm(pairs, state, [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0], True, 1, 0.0, False, False, True)[0]
         reversed_rows = pairs[rows, flipped]
-        backward = torch.lstm(reversed_rows, state, [lstm.weight_ih_l0_reverse, lstm.weight_hh_l0_reverse, lstm.bias_ih_l0_reverse, lstm.bias_hh_l0_reverse], True, 1, 0.0, False, False, True)[0]
+        # bf16 (`cpu_bf16_lstm`): the recurrence's small matrix products are where AMX pays (2.4x on
+        # a 256 x 32 x 128 chunk); the outputs go back to fp32 for the residual sum
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16_lstm and pairs.device.type == "cpu"):
+            forward = torch.lstm(pairs, state, [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0], True, 1, 0.0, False, False, True)[0]
+            backward = torch.lstm(reversed_rows, state, [lstm.weight_ih_l0_reverse, lstm.weight_hh_l0_reverse, lstm.bias_ih_l0_reverse, lstm.bias_hh_l0_reverse], True, 1, 0.0, False, False, True)[0]
         backward = backward[rows, flipped]
-        return torch.cat([forward, backward], dim=2) * valid[:, :, None]
+        return torch.cat([forward, backward], dim=2).float() * valid[:, :, None]
 
 
 def build_srl_model(

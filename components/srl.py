@@ -23,6 +23,7 @@ from albert_srl.components.decoding import bio_labels, decode_arguments_batch, s
 from albert_srl.components.frames import PREDICATE_TYPES, FrameSpec, frame_specs, project_specs, same_tokens, set_frames
 from albert_srl.components.model import build_head, head_module
 from albert_srl.components.scoring import score_srl
+from albert_srl.components.transformer import cpu_bf16_supported
 
 # Forked workers (nlp.pipe(n_process=...), Dask) deadlock in OpenMP if torch uses the thread pool
 # it inherited from the parent; one thread per worker process is also what they should use.
@@ -51,12 +52,12 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 @Language.factory(
     "srl",
     assigns=["doc.spans"],
-    default_config={"model": DEFAULT_MODEL, "max_window": 128, "head_learn_rate": 0.002, "scorer": {"@scorers": "albert_srl.srl_scorer.v1"}},
+    default_config={"model": DEFAULT_MODEL, "max_window": 128, "head_learn_rate": 0.002, "cpu_bf16": False, "scorer": {"@scorers": "albert_srl.srl_scorer.v1"}},
     default_score_weights={"srl_f": 1.0, "srl_pred_f": 0.0, "srl_sense_acc": 0.0, "srl_e2e_f": 0.0, "srl_p": None, "srl_r": None},
 )
-def make_srl(nlp: Language, name: str, model: Model, max_window: int, head_learn_rate: float, scorer: Optional[Callable]) -> "SemanticRoleLabeler":
+def make_srl(nlp: Language, name: str, model: Model, max_window: int, head_learn_rate: float, cpu_bf16: bool, scorer: Optional[Callable]) -> "SemanticRoleLabeler":
     """Create an `srl` pipe. Docs: README.md, "The SRL pipe"."""
-    return SemanticRoleLabeler(nlp.vocab, model, name, max_window=max_window, head_learn_rate=head_learn_rate, scorer=scorer)
+    return SemanticRoleLabeler(nlp.vocab, model, name, max_window=max_window, head_learn_rate=head_learn_rate, cpu_bf16=cpu_bf16, scorer=scorer)
 
 
 @registry.scorers("albert_srl.srl_scorer.v1")
@@ -72,8 +73,10 @@ class SemanticRoleLabeler(TrainablePipe):
     chunk_pairs = 8192
     chunk_padding, chunk_min_rows = 0.1, 64
 
-    def __init__(self, vocab: Vocab, model: Model, name: str = "srl", *, max_window: int = 128, head_learn_rate: float = 0.002, scorer: Optional[Callable] = score_srl):
+    def __init__(self, vocab: Vocab, model: Model, name: str = "srl", *, max_window: int = 128, head_learn_rate: float = 0.002, cpu_bf16: bool = False, scorer: Optional[Callable] = score_srl):
         self.vocab = vocab
+        # prediction on a CPU with bf16 support runs the argument BiLSTM under bf16 autocast
+        self.cpu_bf16_lstm = cpu_bf16 and cpu_bf16_supported()
         # The randomly initialised head learns at its own rate; the encoder keeps the training
         # optimizer's (small, warmed-up) one. 0 = one optimizer for both.
         self.head_learn_rate = head_learn_rate
@@ -155,6 +158,7 @@ class SemanticRoleLabeler(TrainablePipe):
         tokvecs = self.model.predict(docs)
         module = head_module(self.model)
         module.eval()
+        module.cpu_bf16_lstm = self.cpu_bf16_lstm
         lengths = [len(doc) for doc in docs]
         offsets = numpy.cumsum([0] + lengths)
         with torch.no_grad():

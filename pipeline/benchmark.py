@@ -899,7 +899,7 @@ def trf_reference_benchmark(
     msg.good(f"{gold['predicates']:,} gold predicates in {corpus} -> {output}")
 
 
-SPEED_OPTIONS = ("fp32", "bf16", "int8", "length-buckets", "length-sorted", "no-overlap")
+SPEED_OPTIONS = ("fp32", "bf16", "bf16-lstm", "int8", "length-buckets", "length-sorted", "no-overlap")
 
 
 def load_with_option(model: str, option: str):
@@ -907,10 +907,13 @@ def load_with_option(model: str, option: str):
     batch's windows padded to its longest as spacy-transformers pads them. length-buckets: windows
     run in groups of similar length (`bucket_tokens`); length-sorted: batches of documents of similar
     length; no-overlap: the transformer's windows follow each other (stride = window) instead of
-    overlapping, so each token is encoded once."""
-    from albert_srl.components.transformer import BUCKET_TOKENS
+    overlapping, so each token is encoded once; bf16-lstm: the SRL head's BiLSTM under bf16 autocast
+    (the encoder stays fp32)."""
+    from albert_srl.components.transformer import BUCKET_TOKENS, cpu_bf16_supported
 
-    overrides = {"components.transformer.model.bucket_tokens": BUCKET_TOKENS if option == "length-buckets" else 0}
+    if option == "bf16-lstm" and not cpu_bf16_supported():
+        raise RuntimeError("this CPU has no bf16 support (AVX512-BF16 or AMX)")
+    overrides = {"components.transformer.model.bucket_tokens": BUCKET_TOKENS if option == "length-buckets" else 0, "components.srl.cpu_bf16": option == "bf16-lstm"}
     if option == "no-overlap":
         overrides["components.transformer.model.get_spans.stride"] = transformer_config(model)["get_spans"]["window"]
     return load_pipeline(model, option if option in ("bf16", "int8") else "fp32", overrides)

@@ -201,6 +201,40 @@ def test_prediction_bilstm_equals_the_packed_one():
     assert not unpacked[1, 1:].any() and not unpacked[5, 3:].any()  # zeros at padding
 
 
+def test_bf16_bilstm_stays_close_to_fp32():
+    """`cpu_bf16_lstm` runs the prediction BiLSTM under bf16 autocast: fp32 out, zeros at padding,
+    within bf16's precision of the fp32 numbers (on a CPU without bf16, autocast is a no-op)."""
+    import torch
+
+    from albert_srl.components.model import SRLHead
+
+    torch.manual_seed(0)
+    head = SRLHead(32, 16, 5, 3, 7, lstm_depth=1, max_distance=8, dropout=0.1).eval()
+    pairs = torch.randn(6, 11, 16)
+    lengths = torch.tensor([11, 1, 5, 7, 11, 3])
+    full = head.context(pairs, lengths)
+    head.cpu_bf16_lstm = True
+    half = head.context(pairs, lengths)
+    assert half.dtype == torch.float32
+    assert not half[1, 1:].any() and not half[5, 3:].any()
+    torch.testing.assert_close(half, full, atol=0.05, rtol=0.05)
+
+
+def test_srl_cpu_bf16_setting_reaches_the_head(tiny_pipeline, mini_corpus):
+    """The factory's `cpu_bf16` switches the BiLSTM's precision only where the CPU has bf16, and
+    the frames it finds are the fp32 ones on the tiny pipeline."""
+    import spacy
+
+    from albert_srl.components.transformer import cpu_bf16_supported
+
+    texts = [doc.text for doc in load_refs(mini_corpus)]
+    pipelines = {flag: spacy.load(tiny_pipeline, config={"components.srl.cpu_bf16": flag}) for flag in (False, True)}
+    assert pipelines[True].get_pipe("srl").cpu_bf16_lstm == cpu_bf16_supported()
+    assert pipelines[False].get_pipe("srl").cpu_bf16_lstm is False
+    frames = {flag: [comparable(doc) for doc in nlp.pipe(texts)] for flag, nlp in pipelines.items()}
+    assert any(frames[False]) and frames[True] == frames[False]
+
+
 @pytest.mark.parametrize("pair_width", [None, 8])
 def test_argument_scores_do_not_depend_on_chunking(pair_width):
     """Prediction scores predicates in chunks from per-token terms computed once; each predicate's
