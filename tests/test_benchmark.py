@@ -2,6 +2,7 @@
 import pytest
 from spacy.tokens import Doc
 
+from albert_srl.components.transformer import cpu_bf16_supported
 from albert_srl.pipeline.benchmark import SPEED_OPTIONS, load_with_option
 
 
@@ -15,7 +16,7 @@ def test_no_overlap_option_encodes_each_token_once(tiny_pipeline):
     assert [(w.start, w.end) for w in windows] == [(0, 128), (128, 256), (256, 300)]
 
 
-@pytest.mark.parametrize("option", [o for o in SPEED_OPTIONS if o != "bf16"])
+@pytest.mark.parametrize("option", [o for o in SPEED_OPTIONS if o not in ("bf16", "bf16-lstm") or cpu_bf16_supported()])
 def test_speed_options_keep_the_frames_format(tiny_pipeline, option):
     nlp = load_with_option(str(tiny_pipeline), option)
     doc = nlp("John gave Mary the book yesterday.")
@@ -29,6 +30,20 @@ def test_options_run_on_a_baseline_without_buckets(tiny_pipeline):
         config = nlp.config["components"]["transformer"]["model"]
         assert config["bucket_tokens"] == (1024 if option == "length-buckets" else 0)
         assert config["cpu_int8"] == (option == "int8") and not config["cpu_bf16"]
+        assert nlp.config["components"]["srl"]["cpu_bf16"] is False
+
+
+@pytest.mark.skipif(cpu_bf16_supported(), reason="checks the error on a CPU without bf16; this one has it")
+def test_bf16_lstm_option_says_when_the_cpu_lacks_bf16(tiny_pipeline):
+    with pytest.raises(RuntimeError, match="no bf16 support"):
+        load_with_option(str(tiny_pipeline), "bf16-lstm")
+
+
+def test_bf16_lstm_option_keeps_the_encoder_in_fp32(tiny_pipeline):
+    if not cpu_bf16_supported():
+        pytest.skip("this CPU has no AVX512-BF16 or AMX: the option does not run")
+    nlp = load_with_option(str(tiny_pipeline), "bf16-lstm")
+    assert nlp.get_pipe("srl").cpu_bf16_lstm and not nlp.config["components"]["transformer"]["model"]["cpu_bf16"]
 
 
 @pytest.mark.parametrize("precision,mixed,bf16", [("fp32", False, False), ("fp16", True, False), ("bf16", True, True)])
