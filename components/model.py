@@ -108,7 +108,7 @@ class SRLHead(nn.Module):
         # slower on a 256 x 32 x 128 chunk)
         rows, flipped = torch.arange(n_rows, device=pairs.device)[:, None], flipped.clamp(min=0)
         reversed_rows = pairs[rows, flipped]
-        # bf16 (`cpu_bf16_lstm`): the recurrence's small matrix products are where AMX pays (2.4x on
+        # bf16 (`cpu_bf16_lstm`): the recurrence's small matrix products are where AMX pays (2.2-2.5x on
         # a 256 x 32 x 128 chunk); the outputs go back to fp32 for the residual sum
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16_lstm and pairs.device.type == "cpu"):
             forward = torch.lstm(pairs, state, [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0], True, 1, 0.0, False, False, True)[0]
