@@ -269,7 +269,7 @@ def floor_child(model: str, corpus: Path, result: Path, only: str = "", batch_si
     nlp = load_pipeline(model, precision, on_gpu=on_gpu)
     refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
     if gold_structure:
-        return gold_structure_child(nlp, refs, result, batch_size, repeats, on_gpu)
+        return gold_structure_child(nlp, refs, result, batch_size, repeats, on_gpu, with_srl=only != "transformer")
     texts = [doc.text for doc in refs]
     names = only.split(",") if only else nlp.pipe_names
     list(nlp.pipe(texts[:8]))  # warm up
@@ -299,9 +299,13 @@ def floor_interleaved_child(model: str, corpus: Path, result: Path, batch_size: 
         with nlp.select_pipes(enable=["transformer"]):
             return list(nlp.pipe(texts, batch_size=batch_size))
 
-    whole = gold_structure_run(nlp, refs, batch_size) if gold_structure else (lambda: list(nlp.pipe(texts, batch_size=batch_size)))
+    if gold_structure:  # both passes on the same gold docs: the head is all that differs
+        transformer_alone, whole = gold_structure_run(nlp, refs, batch_size, with_srl=False), gold_structure_run(nlp, refs, batch_size)
+        gold_structure_run(nlp, refs[:8], batch_size)()  # warm up
+    else:
+        whole = lambda: list(nlp.pipe(texts, batch_size=batch_size))  # noqa: E731
+        list(nlp.pipe(texts[:8]))  # warm up
     passes = {"transformer alone": transformer_alone, "whole pipeline": whole}
-    list(nlp.pipe(texts[:8]))  # warm up
     rounds, results = timed_in_turn(passes, repeats, on_gpu)
     words = sum(len(doc) for doc in results["whole pipeline"])
     ratios = sorted(r["transformer alone"] / r["whole pipeline"] for r in rounds)
@@ -310,7 +314,7 @@ def floor_interleaved_child(model: str, corpus: Path, result: Path, batch_size: 
     result.write_text(json.dumps({
         "precision": precision, "gold_structure": gold_structure, "repeats": repeats, "rounds": rounds,
         "round_ratios": ratios, "seconds": best, "best_of_ratio": best["transformer alone"] / best["whole pipeline"],
-        "component_seconds": {} if gold_structure else component_seconds(nlp, texts, batch_size, on_gpu),
+        "component_seconds": gold_component_seconds(nlp, refs, batch_size, on_gpu) if gold_structure else component_seconds(nlp, texts, batch_size, on_gpu),
         "words": words, "pipeline_vs_transformer": statistics.median(ratios),
     }))
 
@@ -330,44 +334,65 @@ def component_seconds(nlp, texts: List[str], batch_size: int, on_gpu: bool) -> D
     return totals
 
 
-def gold_structure_run(nlp, refs, batch_size: int):
-    """A pass of the transformer and the SRL head over the corpus's own tokens, sentences and predicates."""
+def gold_component_seconds(nlp, refs, batch_size: int, on_gpu: bool = False) -> Dict[str, float]:
+    """One gold-structure pass, batch by batch, with the transformer's and the SRL head's seconds summed."""
+    seconds: Dict[str, float] = {}
+    gold_structure_run(nlp, refs, batch_size, seconds=seconds, on_gpu=on_gpu)()
+    return seconds
+
+
+def gold_structure_run(nlp, refs, batch_size: int, with_srl: bool = True, seconds: Optional[Dict[str, float]] = None, on_gpu: bool = False):
+    """A pass of the transformer and the SRL head (or, without `with_srl`, the transformer alone) over
+    the corpus's own tokens, sentences and predicates. Both passes of a floor measured this way encode
+    the same docs, so the head is all that differs. With `seconds`, each step's seconds are added to it
+    batch by batch."""
     from spacy.tokens import Doc
 
     from albert_srl.components.frames import frame_specs
 
-    srl = nlp.get_pipe("srl")
+    transformer, srl = nlp.get_pipe("transformer"), nlp.get_pipe("srl")
     heads = [[spec.head for spec in frame_specs(ref)] for ref in refs]
 
     def blank(ref):
         return Doc(nlp.vocab, words=[t.text for t in ref], spaces=[bool(t.whitespace_) for t in ref], sent_starts=[bool(t.is_sent_start) for t in ref])
 
+    def step(name, work):
+        if seconds is None:
+            return work()
+        out, spent = timed(work, on_gpu)
+        seconds[name] = seconds.get(name, 0.0) + spent
+        return out
+
     def run():
-        docs = list(nlp.get_pipe("transformer").pipe([blank(ref) for ref in refs], batch_size=batch_size))
+        docs = [blank(ref) for ref in refs]
         for i in range(0, len(docs), batch_size):
-            batch = docs[i : i + batch_size]
-            srl.set_annotations(batch, srl.predict(batch, given_heads=heads[i : i + batch_size]))
+            batch = step("transformer", lambda: list(transformer.pipe(docs[i : i + batch_size], batch_size=batch_size)))
+            docs[i : i + batch_size] = batch
+            if with_srl:
+                step("srl", lambda: srl.set_annotations(batch, srl.predict(batch, given_heads=heads[i : i + batch_size])))
         return docs
 
     return run
 
 
-def gold_structure_child(nlp, refs, result: Path, batch_size: int, repeats: int, on_gpu: bool = False) -> None:
-    """The transformer and the SRL head on the corpus's own tokens, sentences and predicates.
+def gold_structure_child(nlp, refs, result: Path, batch_size: int, repeats: int, on_gpu: bool = False, with_srl: bool = True) -> None:
+    """The transformer and the SRL head (or the transformer alone) on the corpus's own tokens,
+    sentences and predicates.
 
     For pipelines with random weights: their senter and predicate finder mark random sentences and
     predicates (a random albert-base marked 25,128 of EWT dev's 25,503 words as predicates, 5x the
     gold 4,977), and the head's work grows with both; given the gold ones it does what a trained
     pipeline does. The senter (under 1% of a trained pipeline's time) is left out."""
-    run = gold_structure_run(nlp, refs[:8], batch_size)
+    run = gold_structure_run(nlp, refs[:8], batch_size, with_srl)
     run()  # warm up
-    run = gold_structure_run(nlp, refs, batch_size)
+    run = gold_structure_run(nlp, refs, batch_size, with_srl)
     best = float("inf")
     for _ in range(repeats):
         docs, seconds = timed(run, on_gpu)
         best = min(best, seconds)
     words = sum(len(doc) for doc in docs)
-    result.write_text(json.dumps({"components": ["transformer", "srl"], "structure": "gold tokens, sentences and predicates", "words": words, "seconds": best, "words_per_s": words / best, **count_frames(docs), **gpu_memory(on_gpu)}))
+    components = ["transformer", "srl"] if with_srl else ["transformer"]
+    result.write_text(json.dumps({"components": components, "structure": "gold tokens, sentences and predicates", "words": words, "seconds": best, "words_per_s": words / best, **count_frames(docs), **gpu_memory(on_gpu)}))
 
 
 @app.command("floor")
@@ -395,7 +420,7 @@ def floor_benchmark(
         for name, only in (("transformer alone", "transformer"), ("whole pipeline", "")):
             msg.info(name)
             path = Path(tmp) / "r.json"
-            flags = ["--gold-structure"] if gold_structure and not only else []
+            flags = ["--gold-structure"] if gold_structure else []
             runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "floor-child", model, str(corpus), str(path), "--only", only, "--precision", precision, *flags, *device])
             runs[name].update(json.loads(path.read_text()))
         msg.info("both in turn, one process (the ratio)")
@@ -548,7 +573,7 @@ def per_predicate_child(model: str, corpus: Path, result: Path, batch_size: int 
 
 
 @app.command("per-predicate-interleaved-child", hidden=True)
-def per_predicate_interleaved_child(model: str, corpus: Path, result: Path, rounds: int = 5, batch_size: int = 32, precision: str = "as-trained", gpu_id: int = -1) -> None:
+def per_predicate_interleaved_child(model: str, corpus: Path, result: Path, rounds: int = 5, batch_size: int = 32, precision: str = "as-trained", gold_structure: bool = False, gpu_id: int = -1) -> None:
     """(internal) The whole pipeline and the per-predicate passes timed in turn in one process,
     ROUNDS rounds, the order alternating; the median round's speedup is reported (separate
     processes drew per-predicate runs 13% apart on this machine)."""
@@ -559,12 +584,17 @@ def per_predicate_interleaved_child(model: str, corpus: Path, result: Path, roun
     refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
     texts = [doc.text for doc in refs]
     per_predicate, words, sequences = per_predicate_pass(nlp, refs, batch_size, on_gpu)
-    list(nlp.pipe(texts[:8]))  # warm up
-    passes = {"this pipeline": lambda: list(nlp.pipe(texts, batch_size=batch_size)), "per-predicate": per_predicate}
+    if gold_structure:
+        gold_structure_run(nlp, refs[:8], batch_size)()  # warm up
+        ours = gold_structure_run(nlp, refs, batch_size)
+    else:
+        list(nlp.pipe(texts[:8]))  # warm up
+        ours = lambda: list(nlp.pipe(texts, batch_size=batch_size))  # noqa: E731
+    passes = {"this pipeline": ours, "per-predicate": per_predicate}
     timings, _ = timed_in_turn(passes, rounds, on_gpu)
     # both count the pipeline's words, so the speedup is a ratio of seconds
     speedups = sorted(r["per-predicate"] / r["this pipeline"] for r in timings)
-    result.write_text(json.dumps({"precision": precision, "rounds": timings, "words": words, "sequences": sequences, "round_speedups": speedups, "speedup": statistics.median(speedups)}))
+    result.write_text(json.dumps({"precision": precision, "gold_structure": gold_structure, "rounds": timings, "words": words, "sequences": sequences, "round_speedups": speedups, "speedup": statistics.median(speedups)}))
 
 
 @app.command("per-predicate")
@@ -574,26 +604,29 @@ def per_predicate_benchmark(
     output: Path = typer.Argument(..., help="JSON file to write"),
     precision: str = typer.Option("as-trained", help=f"The encoder's precision on both sides: {', '.join(PRECISIONS)}"),
     rounds: int = typer.Option(5, min=1, help="Rounds of the in-turn measurement (each times both designs; the median round's speedup is reported)"),
+    gold_structure: bool = typer.Option(False, "--gold-structure", help="Run this pipeline's SRL head on the corpus's own sentences and predicates, as the per-predicate side does (for pipelines with random weights)"),
     gpu_id: int = typer.Option(-1, "--gpu-id", help=GPU_HELP),
 ) -> None:
     """This design (the encoder once per document, the whole pipeline) against the per-predicate
     design (AllenNLP SRL-BERT, transformer-srl: one encoder pass per predicate), same encoder and texts."""
     check_gpu(gpu_id, precision)
     flags = ["--precision", precision, "--gpu-id", str(gpu_id)]
+    our_flags = [*flags, *(["--gold-structure"] if gold_structure else [])]  # the per-predicate side is given them always
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r.json"
-        for name, command in (("this pipeline (encoder once per document)", ["floor-child", model, str(corpus), str(path), *flags]), ("per-predicate encoder passes", ["per-predicate-child", model, str(corpus), str(path), *flags])):
+        for name, command in (("this pipeline (encoder once per document)", ["floor-child", model, str(corpus), str(path), *our_flags]), ("per-predicate encoder passes", ["per-predicate-child", model, str(corpus), str(path), *flags])):
             msg.info(name)
             runs[name] = run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", *command])
             runs[name].update(json.loads(path.read_text()))
         msg.info(f"both in turn, one process, {rounds} rounds (the ratio)")
-        run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "per-predicate-interleaved-child", model, str(corpus), str(path), "--rounds", str(rounds), *flags])
+        run_measured([sys.executable, "-m", "albert_srl.pipeline.benchmark", "per-predicate-interleaved-child", model, str(corpus), str(path), "--rounds", str(rounds), *our_flags])
         interleaved = json.loads(path.read_text())
     ours, theirs = runs.values()
-    separate = ours["words_per_s"] / theirs["words_per_s"]
+    # seconds over the same documents: gold-structure passes count the corpus's tokens, not the tokenizer's
+    separate = theirs["seconds"] / ours["seconds"]
     ratio = interleaved["speedup"]
-    result = {"machine": machine(gpu_id), "model": model, "corpus": str(corpus), "precision": precision, "runs": runs, "interleaved": interleaved, "speedup_separate_runs": separate, "speedup_vs_per_predicate": ratio}
+    result = {"machine": machine(gpu_id), "model": model, "corpus": str(corpus), "precision": precision, "gold_structure": gold_structure, "runs": runs, "interleaved": interleaved, "speedup_separate_runs": separate, "speedup_vs_per_predicate": ratio}
     low, high = interleaved["round_speedups"][0], interleaved["round_speedups"][-1]
     finding = f"this pipeline / per-predicate design, timed in turn in one process: {ratio:.2f}x (median of {rounds} rounds, {low:.2f}-{high:.2f}); in separate processes: {separate:.2f}x ({theirs['sequences']:,} encoder sequences for {theirs['docs']:,} documents)"
     write_report(output, result, *run_rows(runs), findings=[finding])
@@ -794,11 +827,21 @@ def trf_reference_interleaved_child(
     }))
 
 
-@app.command("random-pipeline-child", hidden=True)
-def random_pipeline_child(config_path: Path, corpus: Path, output: Path, spm: Optional[Path] = None, encoder: Optional[Path] = None, n_docs: int = 50) -> None:
-    """(internal) An SRL pipeline of CONFIG_PATH's shape with a random head, its labels set up from the
-    first N_DOCS documents of CORPUS, on ENCODER, or else on a random albert-base-v2 built from SPM
-    (configs/srl_trf_gpu.cfg is that shape)."""
+@app.command("random-pipeline")
+@app.command("random-pipeline-child", hidden=True)  # the name the benchmarks and older README sections use
+def random_pipeline_child(
+    config_path: Path = typer.Argument(..., help="The pipeline's config (configs/srl_trf_gpu.cfg: albert-base-v2's shape)"),
+    corpus: Path = typer.Argument(..., help="A .spacy corpus with frames: its first N_DOCS documents set up the labels"),
+    output: Path = typer.Argument(..., help="Folder to write the pipeline to"),
+    spm: Optional[Path] = typer.Option(None, help="SentencePiece model for a random albert-base-v2 encoder, written beside OUTPUT"),
+    encoder: Optional[Path] = typer.Option(None, help="An encoder folder to use instead of a random albert-base-v2"),
+    n_docs: int = typer.Option(50, min=1, help="Documents whose labels the head is built for"),
+) -> None:
+    """An SRL pipeline of CONFIG_PATH's shape with random weights, for timing a shape not yet trained
+    (speed does not depend on the weights; time it with --gold-structure, since a random senter and
+    predicate finder mark random sentences and predicates)."""
+    if encoder is None and spm is None:
+        msg.fail("Give --spm (a SentencePiece model, for a random albert-base-v2) or --encoder (an encoder folder)", exits=1)
     import spacy
     from spacy.tokens import DocBin
     from spacy.training import Example

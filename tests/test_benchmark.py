@@ -108,6 +108,30 @@ def test_floor_ratio_is_the_median_round_and_the_pass_is_broken_down(tiny_pipeli
     assert floor["words"] > 0
 
 
+def test_floor_with_gold_structure_encodes_the_same_docs_on_both_sides(tiny_pipeline, mini_corpus, tmp_path):
+    """With --gold-structure the transformer alone and the whole pipeline both run on the corpus's own
+    tokens, so the SRL head is all that differs; the breakdown gives the two steps' seconds."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from albert_srl.pipeline.benchmark import app
+
+    out = tmp_path / "floor.json"
+    result = CliRunner().invoke(app, ["floor-interleaved-child", str(tiny_pipeline), str(mini_corpus / "dev.spacy"), str(out), "--repeats", "2", "--precision", "fp32", "--gold-structure"])
+    assert result.exit_code == 0, result.output
+    floor = json.loads(out.read_text())
+    assert floor["gold_structure"] and list(floor["component_seconds"]) == ["transformer", "srl"]
+    assert all(seconds > 0 for seconds in floor["component_seconds"].values())
+    for only, components in (("transformer", ["transformer"]), ("", ["transformer", "srl"])):
+        child = tmp_path / f"child-{only or 'whole'}.json"
+        result = CliRunner().invoke(app, ["floor-child", str(tiny_pipeline), str(mini_corpus / "dev.spacy"), str(child), "--only", only, "--precision", "fp32", "--repeats", "1", "--gold-structure"])
+        assert result.exit_code == 0, result.output
+        measured = json.loads(child.read_text())
+        assert measured["components"] == components and measured["words"] == floor["words"]
+        assert (measured["predicates"] > 0) == (only == "")
+
+
 def test_trf_reference_in_turn_rotates_the_order_and_takes_each_rounds_ratio(tiny_pipeline, mini_corpus, tmp_path):
     """Every pipeline and the roberta-base reference are timed in each round, the order rotating, and
     each pipeline's ratio to the reference is its words/s over the reference's within one round."""
@@ -155,6 +179,39 @@ def test_per_predicate_speedup_is_the_median_round(tiny_pipeline, mini_corpus, t
     speedups = sorted(r["per-predicate"] / r["this pipeline"] for r in measured["rounds"])
     assert measured["round_speedups"] == pytest.approx(speedups) and measured["speedup"] == pytest.approx(statistics.median(speedups))
     assert measured["sequences"] > 0 and measured["words"] > 0
+
+
+def test_per_predicate_with_gold_structure_times_the_head_on_gold_predicates(tiny_pipeline, mini_corpus, tmp_path, monkeypatch):
+    """With --gold-structure this pipeline's side is the transformer and the SRL head on the corpus's
+    own sentences and predicates (what the per-predicate side is given), not nlp.pipe."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from albert_srl.pipeline import benchmark
+
+    passes = []
+
+    def counted(nlp, refs, *args, **kwargs):
+        run = gold_structure_run(nlp, refs, *args, **kwargs)
+
+        def counted_run():
+            passes.append(len(refs))
+            return run()
+
+        return counted_run
+
+    gold_structure_run = benchmark.gold_structure_run
+    monkeypatch.setattr(benchmark, "gold_structure_run", counted)
+    monkeypatch.setattr("spacy.language.Language.pipe", lambda *args, **kwargs: pytest.fail("nlp.pipe ran"))
+    out = tmp_path / "per-predicate.json"
+    args = ["per-predicate-interleaved-child", str(tiny_pipeline), str(mini_corpus / "dev.spacy"), str(out), "--rounds", "2", "--precision", "fp32", "--gold-structure"]
+    result = CliRunner().invoke(benchmark.app, args)
+    assert result.exit_code == 0, result.output
+    measured = json.loads(out.read_text())
+    n_docs = passes[-1]  # a warm-up on the first 8 documents, then one pass a round
+    assert measured["gold_structure"] and passes == [min(8, n_docs), n_docs, n_docs]
+    assert len(measured["round_speedups"]) == 2
 
 
 def test_per_predicate_passes_run_the_encoder_in_eval_mode_after_a_pipeline_pass(tiny_pipeline, mini_corpus):
