@@ -611,7 +611,7 @@ def per_predicate_benchmark(
     design (AllenNLP SRL-BERT, transformer-srl: one encoder pass per predicate), same encoder and texts."""
     check_gpu(gpu_id, precision)
     flags = ["--precision", precision, "--gpu-id", str(gpu_id)]
-    our_flags = [*flags, *(["--gold-structure"] if gold_structure else [])]  # the per-predicate side is given them always
+    our_flags = [*flags, *(["--gold-structure"] if gold_structure else [])]  # the per-predicate side always gets the gold sentences and predicates
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r.json"

@@ -214,6 +214,16 @@ def test_per_predicate_with_gold_structure_times_the_head_on_gold_predicates(tin
     assert len(measured["round_speedups"]) == 2
 
 
+def test_random_pipeline_asks_for_an_encoder_or_a_vocabulary(mini_corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from albert_srl.pipeline.benchmark import app
+
+    result = CliRunner().invoke(app, ["random-pipeline", "configs/srl_trf_gpu.cfg", str(mini_corpus / "dev.spacy"), str(tmp_path / "pipe")])
+    assert result.exit_code == 1 and "Give --spm" in result.output and "--encoder" in result.output
+    assert not (tmp_path / "pipe").exists()
+
+
 def test_per_predicate_passes_run_the_encoder_in_eval_mode_after_a_pipeline_pass(tiny_pipeline, mini_corpus):
     """thinc puts a PyTorch model back in train mode after predicting: a pipeline pass between two
     per-predicate passes must not leave them running dropout."""
