@@ -295,17 +295,16 @@ def floor_interleaved_child(model: str, corpus: Path, result: Path, batch_size: 
     refs = list(DocBin().from_disk(corpus).get_docs(nlp.vocab))
     texts = [doc.text for doc in refs]
 
-    def transformer_alone():
-        with nlp.select_pipes(enable=["transformer"]):
-            return list(nlp.pipe(texts, batch_size=batch_size))
-
     if gold_structure:  # both passes on the same gold docs: the head is all that differs
-        transformer_alone, whole = gold_structure_run(nlp, refs, batch_size, with_srl=False), gold_structure_run(nlp, refs, batch_size)
+        passes = {"transformer alone": gold_structure_run(nlp, refs, batch_size, with_srl=False), "whole pipeline": gold_structure_run(nlp, refs, batch_size)}
         gold_structure_run(nlp, refs[:8], batch_size)()  # warm up
     else:
-        whole = lambda: list(nlp.pipe(texts, batch_size=batch_size))  # noqa: E731
+        def transformer_alone():
+            with nlp.select_pipes(enable=["transformer"]):
+                return list(nlp.pipe(texts, batch_size=batch_size))
+
+        passes = {"transformer alone": transformer_alone, "whole pipeline": lambda: list(nlp.pipe(texts, batch_size=batch_size))}
         list(nlp.pipe(texts[:8]))  # warm up
-    passes = {"transformer alone": transformer_alone, "whole pipeline": whole}
     rounds, results = timed_in_turn(passes, repeats, on_gpu)
     words = sum(len(doc) for doc in results["whole pipeline"])
     ratios = sorted(r["transformer alone"] / r["whole pipeline"] for r in rounds)
