@@ -4,6 +4,7 @@ Constraints: arguments are BIO-well-formed (so they never overlap each other), n
 predicate's head token, and each core role (ARG0-ARG5, ARGA) appears at most once per predicate:
 where Viterbi yields a core role twice, the better-scoring span stays and the other is dropped.
 """
+
 import re
 from typing import List, Optional, Sequence, Tuple
 
@@ -103,7 +104,9 @@ def constrained_viterbi(log_probs: numpy.ndarray, lengths: numpy.ndarray, blocke
     return path
 
 
-def decode_arguments(log_probs: numpy.ndarray, roles: Sequence[str], head: int, path: Optional[numpy.ndarray] = None) -> List[Tuple[str, int, int, float]]:
+def decode_arguments(
+    log_probs: numpy.ndarray, roles: Sequence[str], head: int, path: Optional[numpy.ndarray] = None
+) -> List[Tuple[str, int, int, float]]:
     """Constrained decoding of one predicate: (role, start, end, score) in sentence offsets.
 
     The score is the mean probability of the chosen labels over the span's tokens. `path` is the
@@ -114,7 +117,9 @@ def decode_arguments(log_probs: numpy.ndarray, roles: Sequence[str], head: int, 
     return decode_arguments_batch(log_probs[None], numpy.asarray(path)[None], roles)[0]
 
 
-def decode_arguments_batch(log_probs: numpy.ndarray, paths: numpy.ndarray, roles: Sequence[str]) -> List[List[Tuple[str, int, int, float]]]:
+def decode_arguments_batch(
+    log_probs: numpy.ndarray, paths: numpy.ndarray, roles: Sequence[str]
+) -> List[List[Tuple[str, int, int, float]]]:
     """`decode_arguments` for many predicates' Viterbi paths (P, L) at once (padding is O)."""
     n_rows, max_len = paths.shape
     results: List[List[Tuple[str, int, int, float]]] = [[] for _ in range(n_rows)]
@@ -130,7 +135,9 @@ def decode_arguments_batch(log_probs: numpy.ndarray, paths: numpy.ndarray, roles
     ends = next_break[span_rows, starts + 1]
     scores = (cumulative[span_rows, ends] - cumulative[span_rows, starts]) / (ends - starts)
     role_ids = (paths[span_rows, starts] - 1) // 2
-    for row, role, start, end, score in zip(span_rows.tolist(), role_ids.tolist(), starts.tolist(), ends.tolist(), scores.tolist()):
+    for row, role, start, end, score in zip(
+        span_rows.tolist(), role_ids.tolist(), starts.tolist(), ends.tolist(), scores.tolist()
+    ):
         results[row].append((roles[role], start, end, score))
     return [one_span_per_core_role(spans) for spans in results]
 

@@ -12,6 +12,7 @@ Layout (round-trips through DocBin and `nlp.to_disk`, needs no `user_data`):
 
 `doc._.srl_frames` (or `get_frames(doc)`) gives the frames as `Frame` objects.
 """
+
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
@@ -68,7 +69,9 @@ class FrameSpec:
     arguments: List[Tuple[str, int, int]] = field(default_factory=list)
 
 
-def set_frames(doc: Doc, frames: Sequence[FrameSpec], scores: Optional[Tuple[Sequence[float], Sequence[float]]] = None) -> None:
+def set_frames(
+    doc: Doc, frames: Sequence[FrameSpec], scores: Optional[Tuple[Sequence[float], Sequence[float]]] = None
+) -> None:
     """Write frames onto `doc.spans` in the layout above (replacing what was there)."""
     predicates, arguments = [], []
     for frame in frames:

@@ -6,12 +6,13 @@ The encoder runs once per document. The head then scores, from the same token ve
   vector, its distance to the token and a predicate-aware BiLSTM over the sentence condition the
   labels on the predicate, instead of re-encoding the sentence per predicate.
 """
+
 from typing import List, Optional, Tuple
 
 import torch
+from spacy.tokens import Doc
 from thinc.api import Model, PyTorchWrapper_v2
 from thinc.types import Floats2d
-from spacy.tokens import Doc
 from torch import nn
 
 
@@ -22,7 +23,18 @@ class SRLHead(nn.Module):
     per pair. The pair layers run once per (predicate, token) pair, about 4 per token on EWT, so
     their width sets the head's cost."""
 
-    def __init__(self, width: int, hidden: int, n_predicate_labels: int, n_senses: int, n_bio: int, lstm_depth: int, max_distance: int, dropout: float, pair_width: Optional[int] = None):
+    def __init__(
+        self,
+        width: int,
+        hidden: int,
+        n_predicate_labels: int,
+        n_senses: int,
+        n_bio: int,
+        lstm_depth: int,
+        max_distance: int,
+        dropout: float,
+        pair_width: Optional[int] = None,
+    ):
         super().__init__()
         self.max_distance = max_distance
         self.factorized = pair_width is not None
@@ -30,7 +42,9 @@ class SRLHead(nn.Module):
         # encoder outputs are small (std ~0.25 per dimension): normalise before the projection
         self.token = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout))
         self.predicate_out = nn.Linear(hidden, n_predicate_labels)
-        self.sense_out = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, max(n_senses, 1)))
+        self.sense_out = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, max(n_senses, 1))
+        )
         self.arg_token = nn.Linear(hidden, pair)
         self.arg_predicate = nn.Linear(hidden, pair, bias=False)
         if self.factorized:
@@ -40,8 +54,21 @@ class SRLHead(nn.Module):
             self.arg_pair = nn.Linear(hidden, hidden, bias=False)
         self.distance = nn.Embedding(2 * max_distance + 2, pair)
         self.pair_norm = nn.LayerNorm(pair)
-        self.lstm = nn.LSTM(pair, pair // 2, num_layers=lstm_depth, batch_first=True, bidirectional=True, dropout=dropout if lstm_depth > 1 else 0.0) if lstm_depth > 0 else None
-        self.arg_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(pair, pair), nn.GELU(), nn.Linear(pair, n_bio))
+        self.lstm = (
+            nn.LSTM(
+                pair,
+                pair // 2,
+                num_layers=lstm_depth,
+                batch_first=True,
+                bidirectional=True,
+                dropout=dropout if lstm_depth > 1 else 0.0,
+            )
+            if lstm_depth > 0
+            else None
+        )
+        self.arg_out = nn.Sequential(
+            nn.GELU(), nn.Dropout(dropout), nn.Linear(pair, pair), nn.GELU(), nn.Linear(pair, n_bio)
+        )
         # prediction only, set by the pipe (`srl` factory's `cpu_bf16`): the BiLSTM under CPU bf16 autocast
         self.cpu_bf16_lstm = False
 
@@ -54,7 +81,9 @@ class SRLHead(nn.Module):
     def senses(self, H: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
         return self.sense_out(H[heads])
 
-    def sense_candidates(self, H: torch.Tensor, heads: torch.Tensor, rows: torch.Tensor, senses: torch.Tensor) -> torch.Tensor:
+    def sense_candidates(
+        self, H: torch.Tensor, heads: torch.Tensor, rows: torch.Tensor, senses: torch.Tensor
+    ) -> torch.Tensor:
         """`senses(H, heads)[rows, senses]` without the other logits: a word form has a few candidate
         rolesets among thousands, and the full output layer was most of the sense scorer's cost."""
         hidden = self.sense_out[:-1](H[heads])
@@ -67,7 +96,14 @@ class SRLHead(nn.Module):
             return self.arg_token(H), self.arg_pair_token(H)
         return (self.arg_token(H),)
 
-    def arguments(self, H: torch.Tensor, heads: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor, token_terms: Optional[Tuple[torch.Tensor, ...]] = None) -> torch.Tensor:
+    def arguments(
+        self,
+        H: torch.Tensor,
+        heads: torch.Tensor,
+        starts: torch.Tensor,
+        lengths: torch.Tensor,
+        token_terms: Optional[Tuple[torch.Tensor, ...]] = None,
+    ) -> torch.Tensor:
         """BIO logits (n_predicates, max_length, n_bio) over each predicate's sentence.
         `token_terms` is `self.token_terms(H)`, when a caller scoring predicates in chunks has it already."""
         max_len = int(lengths.max()) if len(lengths) else 0
@@ -95,7 +131,9 @@ class SRLHead(nn.Module):
         lstm = self.lstm
         if self.training or lstm.num_layers != 1 or not len(lengths):
             packed = nn.utils.rnn.pack_padded_sequence(pairs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            context, _ = nn.utils.rnn.pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=pairs.shape[1])
+            context, _ = nn.utils.rnn.pad_packed_sequence(
+                lstm(packed)[0], batch_first=True, total_length=pairs.shape[1]
+            )
             return context
         # Prediction: the same numbers without packing (CPU LSTMs run packed sequences ~1.5x slower).
         # Padding trails each row, so the forward direction is exact as it is; the backward one runs
@@ -111,8 +149,33 @@ class SRLHead(nn.Module):
         # bf16 (`cpu_bf16_lstm`): the recurrence's small matrix products are where AMX pays (2.2-2.5x on
         # a 256 x 32 x 128 chunk); the outputs go back to fp32 for the residual sum
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16_lstm and pairs.device.type == "cpu"):
-            forward = torch.lstm(pairs, state, [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0], True, 1, 0.0, False, False, True)[0]
-            backward = torch.lstm(reversed_rows, state, [lstm.weight_ih_l0_reverse, lstm.weight_hh_l0_reverse, lstm.bias_ih_l0_reverse, lstm.bias_hh_l0_reverse], True, 1, 0.0, False, False, True)[0]
+            forward = torch.lstm(
+                pairs,
+                state,
+                [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0],
+                True,
+                1,
+                0.0,
+                False,
+                False,
+                True,
+            )[0]
+            backward = torch.lstm(
+                reversed_rows,
+                state,
+                [
+                    lstm.weight_ih_l0_reverse,
+                    lstm.weight_hh_l0_reverse,
+                    lstm.bias_ih_l0_reverse,
+                    lstm.bias_hh_l0_reverse,
+                ],
+                True,
+                1,
+                0.0,
+                False,
+                False,
+                True,
+            )[0]
         backward = backward[rows, flipped]
         return torch.cat([forward, backward], dim=2).float() * valid[:, :, None]
 
@@ -141,13 +204,21 @@ def build_srl_model_v2(
     return srl_model(tok2vec, hidden_width, pair_width, lstm_depth, max_distance, dropout)
 
 
-def srl_model(tok2vec: Model, hidden_width: int, pair_width: Optional[int], lstm_depth: int, max_distance: int, dropout: float) -> Model:
+def srl_model(
+    tok2vec: Model, hidden_width: int, pair_width: Optional[int], lstm_depth: int, max_distance: int, dropout: float
+) -> Model:
     return Model(
         "srl_model",
         forward,
         layers=[tok2vec],
         refs={"tok2vec": tok2vec},
-        attrs={"hidden_width": hidden_width, "pair_width": pair_width, "lstm_depth": lstm_depth, "max_distance": max_distance, "dropout": dropout},
+        attrs={
+            "hidden_width": hidden_width,
+            "pair_width": pair_width,
+            "lstm_depth": lstm_depth,
+            "max_distance": max_distance,
+            "dropout": dropout,
+        },
     )
 
 
@@ -160,7 +231,17 @@ def forward(model: Model, docs: List[Doc], is_train: bool):
 def build_head(model: Model, width: int, n_predicate_labels: int, n_senses: int, n_bio: int) -> None:
     """Create the PyTorch head for these label counts (at initialize, or before loading weights)."""
     a = model.attrs
-    module = SRLHead(width, a["hidden_width"], n_predicate_labels, n_senses, n_bio, a["lstm_depth"], a["max_distance"], a["dropout"], a["pair_width"])
+    module = SRLHead(
+        width,
+        a["hidden_width"],
+        n_predicate_labels,
+        n_senses,
+        n_bio,
+        a["lstm_depth"],
+        a["max_distance"],
+        a["dropout"],
+        a["pair_width"],
+    )
     head = PyTorchWrapper_v2(module)
     if model.has_ref("head"):
         model.layers[1] = head

@@ -1,4 +1,5 @@
 """Corpus reader that keeps the corpus's own tokens (so predicates pair by position when scoring)."""
+
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, List
 
@@ -11,7 +12,9 @@ from albert_srl.components.frames import FrameSpec, frame_specs, set_frames
 
 
 @registry.readers("albert_srl.GoldTokensCorpus.v1")
-def create_gold_tokens_corpus(path: Path, max_length: int = 0, limit: int = 0) -> Callable[[Language], Iterable[Example]]:
+def create_gold_tokens_corpus(
+    path: Path, max_length: int = 0, limit: int = 0
+) -> Callable[[Language], Iterable[Example]]:
     """Examples whose predicted Doc has the reference's words and spaces (no re-tokenization).
 
     Docs longer than `max_length` tokens are cut at sentence boundaries into pieces of at most
@@ -22,7 +25,9 @@ def create_gold_tokens_corpus(path: Path, max_length: int = 0, limit: int = 0) -
         count = 0
         for doc in DocBin().from_disk(path).get_docs(nlp.vocab):
             for piece in split_doc(doc, max_length):
-                yield Example(Doc(nlp.vocab, words=[t.text for t in piece], spaces=[bool(t.whitespace_) for t in piece]), piece)
+                yield Example(
+                    Doc(nlp.vocab, words=[t.text for t in piece], spaces=[bool(t.whitespace_) for t in piece]), piece
+                )
                 count += 1
                 if limit and count >= limit:
                     return
@@ -46,7 +51,10 @@ def split_doc(doc: Doc, max_length: int) -> List[Doc]:
         piece = doc[start:end].as_doc()
         inside = [
             FrameSpec(
-                f.head - start, f.sense, (f.predicate[0] - start, f.predicate[1] - start), f.predicate_type,
+                f.head - start,
+                f.sense,
+                (f.predicate[0] - start, f.predicate[1] - start),
+                f.predicate_type,
                 [(r, s - start, e - start) for r, s, e in f.arguments if start <= s and e <= end],
             )
             for f in specs

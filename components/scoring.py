@@ -10,6 +10,7 @@
 Besides: predicate identification P/R/F1 (by position, and by type), sense accuracy over the
 predicates found, and an end-to-end F1 in which the arguments of spurious predicates are excess.
 """
+
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Tuple
@@ -106,8 +107,12 @@ class SRLCounts:
             f"{prefix}pred_p": predicates["p"],
             f"{prefix}pred_r": predicates["r"],
             f"{prefix}pred_f": predicates["f"],
-            f"{prefix}pred_per_type": {t: prf(c["ok"], c["excess"], c["missed"]) for t, c in sorted(self.predicates_by_type.items())},
-            f"{prefix}per_predicate_type": {t: prf(c["ok"], c["excess"], c["missed"]) for t, c in sorted(self.arguments_by_type.items())},
+            f"{prefix}pred_per_type": {
+                t: prf(c["ok"], c["excess"], c["missed"]) for t, c in sorted(self.predicates_by_type.items())
+            },
+            f"{prefix}per_predicate_type": {
+                t: prf(c["ok"], c["excess"], c["missed"]) for t, c in sorted(self.arguments_by_type.items())
+            },
             f"{prefix}sense_acc": self.senses["ok"] / self.senses["total"] if self.senses["total"] else 0.0,
         }
 

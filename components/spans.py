@@ -1,4 +1,5 @@
 """A span getter for the transformer that never hands it more wordpieces than it has positions."""
+
 from typing import Callable, Iterable, List
 
 from spacy.tokens import Doc, Span
@@ -12,7 +13,9 @@ def piece_bound(token_text: str) -> int:
 
 
 @registry.span_getters("albert_srl.bounded_strided_spans.v1")
-def configure_bounded_strided_spans(window: int = 128, stride: int = 96, max_pieces: int = 500) -> Callable[[Iterable[Doc]], List[List[Span]]]:
+def configure_bounded_strided_spans(
+    window: int = 128, stride: int = 96, max_pieces: int = 500
+) -> Callable[[Iterable[Doc]], List[List[Span]]]:
     """Strided windows of at most `window` tokens, shortened so that no window can exceed
     `max_pieces` wordpieces (ALBERT and BERT have 512 positions). A single token longer than
     that (a pasted blob) is left out of every window; its vector is zeros."""

@@ -4,6 +4,7 @@ It listens to a shared encoder (a spacy-transformers `transformer`, or any tok2v
 once per document; see `model.py` for the head and `decoding.py` for the constraints. Frames are
 written to `doc.spans` as documented in `frames.py`; `doc._.srl_frames` reads them back.
 """
+
 import os
 from collections import Counter, defaultdict
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -15,7 +16,8 @@ from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
 from spacy.training import Example, validate_get_examples
-from spacy.util import from_disk as util_from_disk, registry
+from spacy.util import from_disk as util_from_disk
+from spacy.util import registry
 from spacy.vocab import Vocab
 from thinc.api import Adam, Config, Model, Optimizer, torch2xp, xp2torch
 
@@ -52,12 +54,35 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 @Language.factory(
     "srl",
     assigns=["doc.spans"],
-    default_config={"model": DEFAULT_MODEL, "max_window": 128, "head_learn_rate": 0.002, "cpu_bf16": False, "scorer": {"@scorers": "albert_srl.srl_scorer.v1"}},
-    default_score_weights={"srl_f": 1.0, "srl_pred_f": 0.0, "srl_sense_acc": 0.0, "srl_e2e_f": 0.0, "srl_p": None, "srl_r": None},
+    default_config={
+        "model": DEFAULT_MODEL,
+        "max_window": 128,
+        "head_learn_rate": 0.002,
+        "cpu_bf16": False,
+        "scorer": {"@scorers": "albert_srl.srl_scorer.v1"},
+    },
+    default_score_weights={
+        "srl_f": 1.0,
+        "srl_pred_f": 0.0,
+        "srl_sense_acc": 0.0,
+        "srl_e2e_f": 0.0,
+        "srl_p": None,
+        "srl_r": None,
+    },
 )
-def make_srl(nlp: Language, name: str, model: Model, max_window: int, head_learn_rate: float, cpu_bf16: bool, scorer: Optional[Callable]) -> "SemanticRoleLabeler":
+def make_srl(
+    nlp: Language,
+    name: str,
+    model: Model,
+    max_window: int,
+    head_learn_rate: float,
+    cpu_bf16: bool,
+    scorer: Optional[Callable],
+) -> "SemanticRoleLabeler":
     """Create an `srl` pipe. Docs: README.md, "The SRL pipe"."""
-    return SemanticRoleLabeler(nlp.vocab, model, name, max_window=max_window, head_learn_rate=head_learn_rate, cpu_bf16=cpu_bf16, scorer=scorer)
+    return SemanticRoleLabeler(
+        nlp.vocab, model, name, max_window=max_window, head_learn_rate=head_learn_rate, cpu_bf16=cpu_bf16, scorer=scorer
+    )
 
 
 @registry.scorers("albert_srl.srl_scorer.v1")
@@ -73,7 +98,17 @@ class SemanticRoleLabeler(TrainablePipe):
     chunk_pairs = 8192
     chunk_padding, chunk_min_rows = 0.1, 64
 
-    def __init__(self, vocab: Vocab, model: Model, name: str = "srl", *, max_window: int = 128, head_learn_rate: float = 0.002, cpu_bf16: bool = False, scorer: Optional[Callable] = score_srl):
+    def __init__(
+        self,
+        vocab: Vocab,
+        model: Model,
+        name: str = "srl",
+        *,
+        max_window: int = 128,
+        head_learn_rate: float = 0.002,
+        cpu_bf16: bool = False,
+        scorer: Optional[Callable] = score_srl,
+    ):
         self.vocab = vocab
         # prediction on a CPU with bf16 support runs the argument BiLSTM under bf16 autocast
         self.cpu_bf16_lstm = cpu_bf16 and cpu_bf16_supported()
@@ -127,7 +162,9 @@ class SemanticRoleLabeler(TrainablePipe):
         self._build_head()
 
     # ------------------------------------------------------------------ windows
-    def _windows(self, doc: Doc, heads: Sequence[int], sent_starts: Optional[Sequence[bool]] = None) -> List[Tuple[int, int]]:
+    def _windows(
+        self, doc: Doc, heads: Sequence[int], sent_starts: Optional[Sequence[bool]] = None
+    ) -> List[Tuple[int, int]]:
         """The token range each predicate's arguments may come from: its sentence, clipped."""
         if sent_starts is None:
             has_sents = doc.has_annotation("SENT_START")
@@ -184,14 +221,21 @@ class SemanticRoleLabeler(TrainablePipe):
             heads_t, starts_t, lengths_t = (torch.from_numpy(a).to(device) for a in (heads_np, starts_np, lengths_np))
             forms = [docs[d][int(head - offsets[d])].lower_ for head, d in zip(heads, doc_of)]
             sense_candidates = self._sense_candidates(forms)
-            sense_scores = module.sense_candidates(H, heads_t, *(torch.from_numpy(a).to(device) for a in sense_candidates[:2])).float().cpu().numpy()
+            sense_scores = (
+                module.sense_candidates(H, heads_t, *(torch.from_numpy(a).to(device) for a in sense_candidates[:2]))
+                .float()
+                .cpu()
+                .numpy()
+            )
             # predicates in chunks of similar window length (little padding for the linear layers),
             # each at most `chunk_pairs` padded pairs: memory stays bounded however many a batch holds
             decoded = [None] * len(heads)
             token_terms = module.token_terms(H)
             for chunk in self._length_sorted_chunks(lengths_np):
                 chunk_t = torch.from_numpy(chunk).to(device)
-                logits = module.arguments(H, heads_t[chunk_t], starts_t[chunk_t], lengths_t[chunk_t], token_terms).float()
+                logits = module.arguments(
+                    H, heads_t[chunk_t], starts_t[chunk_t], lengths_t[chunk_t], token_terms
+                ).float()
                 log_probs = torch.log_softmax(logits, dim=-1).cpu().numpy()
                 # constrained Viterbi for the whole chunk at once: per-predicate numpy loops cost more
                 chunk_paths = viterbi_bio_batch(log_probs, lengths_np[chunk], heads_np[chunk] - starts_np[chunk])
@@ -224,7 +268,9 @@ class SemanticRoleLabeler(TrainablePipe):
             # lengths ascend, so a chunk's padded size is its count times its last length
             padded = (end + 1 - start) * int(sorted_lengths[end])
             too_big = padded > self.chunk_pairs
-            too_padded = end - start >= self.chunk_min_rows and 1 - (real[end + 1] - real[start]) / padded > self.chunk_padding
+            too_padded = (
+                end - start >= self.chunk_min_rows and 1 - (real[end + 1] - real[start]) / padded > self.chunk_padding
+            )
             if too_big or too_padded:
                 chunks.append(order[start:end])
                 start = end
@@ -240,7 +286,11 @@ class SemanticRoleLabeler(TrainablePipe):
             for sense in lexicon.get(form, ()):
                 rows.append(k)
                 senses.append(index[sense])
-        return numpy.array(rows, dtype=numpy.int64), numpy.array(senses, dtype=numpy.int64), numpy.array(starts + [len(senses)], dtype=numpy.int64)
+        return (
+            numpy.array(rows, dtype=numpy.int64),
+            numpy.array(senses, dtype=numpy.int64),
+            numpy.array(starts + [len(senses)], dtype=numpy.int64),
+        )
 
     def _choose_sense(self, form: str, candidates, scores: numpy.ndarray, k: int) -> str:
         """The best-scoring roleset among those seen with this word form (the lexicon's order breaks
@@ -290,13 +340,21 @@ class SemanticRoleLabeler(TrainablePipe):
                 bios.append(spans_to_bio(end - start, spans))
             pred_labels.append(labels)
             offset += len(doc)
-        return numpy.concatenate(pred_labels) if pred_labels else numpy.zeros((0,), dtype="int64"), heads, senses, windows, bios
+        return (
+            numpy.concatenate(pred_labels) if pred_labels else numpy.zeros((0,), dtype="int64"),
+            heads,
+            senses,
+            windows,
+            bios,
+        )
 
     def _loss(self, H: torch.Tensor, targets) -> Tuple[torch.Tensor, Dict[str, float]]:
         module = head_module(self.model)
         device = H.device
         pred_labels, heads, senses, windows, bios = targets
-        loss_pred = torch.nn.functional.cross_entropy(module.predicates(H).float(), torch.from_numpy(pred_labels).to(device))
+        loss_pred = torch.nn.functional.cross_entropy(
+            module.predicates(H).float(), torch.from_numpy(pred_labels).to(device)
+        )
         parts = {"predicates": float(loss_pred.detach())}
         loss = loss_pred
         if heads:
@@ -314,12 +372,21 @@ class SemanticRoleLabeler(TrainablePipe):
             for k, bio in enumerate(bios):
                 gold[k, : len(bio)] = bio
             gold = torch.from_numpy(gold).to(device)  # filled on the CPU: one copy to a GPU, not one per row
-            loss_args = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=-100)
+            loss_args = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=-100
+            )
             loss = loss + loss_args
             parts["arguments"] = float(loss_args.detach())
         return loss, parts
 
-    def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd: Optional[Optimizer] = None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Optional[Optimizer] = None,
+        losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
         losses = {} if losses is None else losses
         losses.setdefault(self.name, 0.0)
         examples = [eg for eg in examples if len(eg.predicted)]

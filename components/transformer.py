@@ -17,6 +17,7 @@ swap stores the fast tokenizer (same vocabulary). `bucket_tokens` predicts a bat
 groups of similar length instead of one batch padded to its longest window (39% of the positions on
 EWT dev were padding): the same vectors and gradients, 1.46x the words/s of a trained pipeline (README).
 """
+
 import tempfile
 import warnings
 import weakref
@@ -33,7 +34,10 @@ from spacy_transformers.util import registry
 def cpu_bf16_supported() -> bool:
     """Whether this CPU runs bf16 matrix products natively (AVX512-BF16 or AMX)."""
     cpu = torch.cpu
-    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    return bool(
+        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+    )
 
 
 def to_float32(value):
@@ -172,7 +176,9 @@ def merge_rows(outputs: List[Tuple[numpy.ndarray, Any]], n_rows: int, width: int
         if key == "last_hidden_state" or key == "pooler_output":
             merged[key] = place_rows(values, n_rows, width if key == "last_hidden_state" else None)
         elif key == "hidden_states":
-            merged[key] = tuple(place_rows([(rows, v[layer]) for rows, v in values], n_rows, width) for layer in range(len(first[key])))
+            merged[key] = tuple(
+                place_rows([(rows, v[layer]) for rows, v in values], n_rows, width) for layer in range(len(first[key]))
+            )
         else:
             return None
     return type(first)(**merged)

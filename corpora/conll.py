@@ -10,6 +10,7 @@ CoNLL-2012: `#begin document (ID); part NNN` ... `#end document`, columns doc id
 word, POS, parse bit, predicate lemma, frameset id, word sense, speaker, named entities, one bracket
 column per predicate, coreference.
 """
+
 import re
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -49,7 +50,11 @@ def _check_width(path, lines: Sequence[int], rows: Sequence[Sequence[str]], mini
     width = len(rows[0])
     for line, row in zip(lines, rows):
         if len(row) != width or len(row) < minimum:
-            raise CorpusFormatError(path, line, f"malformed line: {len(row)} columns where the sentence's first line has {width} (at least {minimum} needed)")
+            raise CorpusFormatError(
+                path,
+                line,
+                f"malformed line: {len(row)} columns where the sentence's first line has {width} (at least {minimum} needed)",
+            )
     return width
 
 
@@ -58,14 +63,20 @@ def parse_conll12_sentence(path, lines: Sequence[int], rows: Sequence[Sequence[s
     n_columns = width - CONLL12_FIXED - 1
     heads = [i for i, row in enumerate(rows) if row[7] != "-"]
     if len(heads) != n_columns:
-        raise CorpusFormatError(path, lines[0], f"the sentence has {len(heads)} predicates (frameset column) but {n_columns} predicate columns")
+        raise CorpusFormatError(
+            path,
+            lines[0],
+            f"the sentence has {len(heads)} predicates (frameset column) but {n_columns} predicate columns",
+        )
     tags = [row[4] for row in rows]
     frames = []
     for column, head in enumerate(heads):
         lemma, frameset = rows[head][6], rows[head][7]
         sense = frameset if "." in frameset else f"{lemma}.{frameset}"
         cells = [row[CONLL12_FIXED + column] for row in rows]
-        frames.append(frame_from_column(cells, lines, path, column + 1, head, sense, predicate_type_from_tag(tags[head])))
+        frames.append(
+            frame_from_column(cells, lines, path, column + 1, head, sense, predicate_type_from_tag(tags[head]))
+        )
     words = [unescape_ptb(row[3]) for row in rows]
     return Sentence(words, [True] * len(words), tags, list(words), frames, f"{path}:{lines[0]}")
 
@@ -102,20 +113,32 @@ def _target_column(path, lines: Sequence[int], rows: Sequence[Sequence[str]], wi
         k -= 1
     n_targets = sum(row[k] != "-" for row in rows)
     if k < 1 or n_targets != width - 1 - k:
-        raise CorpusFormatError(path, lines[0], f"cannot find the predicate columns: the target column {k + 1} names {n_targets} predicates but {width - 1 - k} bracket columns follow it")
+        raise CorpusFormatError(
+            path,
+            lines[0],
+            f"cannot find the predicate columns: the target column {k + 1} names {n_targets} predicates but {width - 1 - k} bracket columns follow it",
+        )
     return k
 
 
-def parse_conll05_sentence(path, lines: Sequence[int], rows: Sequence[Sequence[str]], pos_column: Optional[int]) -> Sentence:
+def parse_conll05_sentence(
+    path, lines: Sequence[int], rows: Sequence[Sequence[str]], pos_column: Optional[int]
+) -> Sentence:
     width = _check_width(path, lines, rows, 2)
     target = _target_column(path, lines, rows, width)
     if pos_column is not None and not 0 < pos_column < target:
-        raise CorpusFormatError(path, lines[0], f"--pos-column {pos_column} is not a column between the word and the target column {target}")
+        raise CorpusFormatError(
+            path, lines[0], f"--pos-column {pos_column} is not a column between the word and the target column {target}"
+        )
     tags = [row[pos_column] for row in rows] if pos_column is not None else ["" for _ in rows]
     heads = [i for i, row in enumerate(rows) if row[target] != "-"]
     frames = [
         frame_from_column(
-            [row[target + 1 + column] for row in rows], lines, path, column + 1, head,
+            [row[target + 1 + column] for row in rows],
+            lines,
+            path,
+            column + 1,
+            head,
             sense=rows[head][target],
             predicate_type=predicate_type_from_tag(tags[head]) if pos_column is not None else "verbal",
             role_map=normalize_role,
@@ -126,7 +149,9 @@ def parse_conll05_sentence(path, lines: Sequence[int], rows: Sequence[Sequence[s
     return Sentence(words, [True] * len(words), tags, list(words), frames, f"{path}:{lines[0]}")
 
 
-def read_conll05(path: Path, sentences_per_doc: int = 10, pos_column: Optional[int] = None) -> Tuple[List[Tuple[str, List[Sentence]]], List[Skip]]:
+def read_conll05(
+    path: Path, sentences_per_doc: int = 10, pos_column: Optional[int] = None
+) -> Tuple[List[Tuple[str, List[Sentence]]], List[Skip]]:
     """Documents of `sentences_per_doc` consecutive sentences of a CoNLL-2005 file, and the skips."""
     sentences: List[Sentence] = []
     skips: List[Skip] = []

@@ -1,4 +1,5 @@
 """Converted sentences -> spaCy Docs (one Doc per document), and the counts a report shows."""
+
 from collections import Counter
 from typing import List
 
@@ -34,7 +35,9 @@ def sentences_to_doc(vocab: Vocab, sentences: List[Sentence], doc_id: str = "", 
             )
     if spaces:
         spaces[-1] = False
-    doc = Doc(vocab, words=words, spaces=spaces, tags=tags or None, lemmas=lemmas or None, sent_starts=sent_starts or None)
+    doc = Doc(
+        vocab, words=words, spaces=spaces, tags=tags or None, lemmas=lemmas or None, sent_starts=sent_starts or None
+    )
     set_frames(doc, frames)
     doc.user_data["doc_id"] = doc_id
     doc.user_data["genre"] = genre
@@ -61,7 +64,9 @@ def add_doc_counts(counts: dict, doc: Doc) -> None:
     roles: Counter = Counter(counts["arguments_by_role"])
     for frame in get_frames(doc):
         counts["predicates"] += 1
-        counts["predicates_by_type"][frame.predicate_type] = counts["predicates_by_type"].get(frame.predicate_type, 0) + 1
+        counts["predicates_by_type"][frame.predicate_type] = (
+            counts["predicates_by_type"].get(frame.predicate_type, 0) + 1
+        )
         counts["arguments"] += len(frame.arguments)
         roles.update(a.role for a in frame.arguments)
     counts["arguments_by_role"] = dict(sorted(roles.items(), key=lambda kv: (-kv[1], kv[0])))

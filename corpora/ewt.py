@@ -6,6 +6,7 @@ that PropBank splits (`where-ever`, `$$`, `@Ryan`). Tokens are aligned per sente
 dynamic programme over those operations, scored by POS agreement (PropBank POS vs UD XPOS).
 Sentences are paired by position, or by length where the two files disagree on their number.
 """
+
 import re
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -40,7 +41,12 @@ class SkelSentence:
     @property
     def n_arguments(self) -> int:
         """Argument brackets besides V: what is lost when the sentence is skipped."""
-        return sum(1 for row in self.rows for cell in row[SKEL_MIN_COLUMNS:] if cell.startswith("(") and not cell.startswith("(V*"))
+        return sum(
+            1
+            for row in self.rows
+            for cell in row[SKEL_MIN_COLUMNS:]
+            if cell.startswith("(") and not cell.startswith("(V*")
+        )
 
 
 def read_gold_skel(path: Path) -> List[SkelSentence]:
@@ -66,23 +72,42 @@ def parse_skel_sentence(sent: SkelSentence) -> Tuple[List[str], List[FrameSpec]]
     path, lines, rows = sent.path, sent.lines, sent.rows
     for i, row in enumerate(rows):
         if len(row) < SKEL_MIN_COLUMNS:
-            raise CorpusFormatError(path, lines[i], f"malformed line: {len(row)} columns, a .gold_skel row has at least {SKEL_MIN_COLUMNS} (doc, sentence, token, [WORD], POS, parse, lemma, roleset)")
+            raise CorpusFormatError(
+                path,
+                lines[i],
+                f"malformed line: {len(row)} columns, a .gold_skel row has at least {SKEL_MIN_COLUMNS} (doc, sentence, token, [WORD], POS, parse, lemma, roleset)",
+            )
         if not (row[2].isdigit() and int(row[2]) == i):
             raise CorpusFormatError(path, lines[i], f"malformed line: token number {row[2]!r}, expected {i}")
         if row[1] != rows[0][1]:
-            raise CorpusFormatError(path, lines[i], f"malformed line: sentence number {row[1]} inside sentence {rows[0][1]} (missing blank line?)")
+            raise CorpusFormatError(
+                path,
+                lines[i],
+                f"malformed line: sentence number {row[1]} inside sentence {rows[0][1]} (missing blank line?)",
+            )
     predicate_rows = [i for i, row in enumerate(rows) if row[7] != "-"]
     n_columns = max(len(row) for row in rows) - SKEL_MIN_COLUMNS
     for i, row in enumerate(rows):
         if len(row) - SKEL_MIN_COLUMNS not in (n_columns, 0) or (n_columns and len(row) == SKEL_MIN_COLUMNS):
-            raise CorpusFormatError(path, lines[i], f"malformed line: {len(row) - SKEL_MIN_COLUMNS} argument columns where the sentence has {n_columns}")
+            raise CorpusFormatError(
+                path,
+                lines[i],
+                f"malformed line: {len(row) - SKEL_MIN_COLUMNS} argument columns where the sentence has {n_columns}",
+            )
     if n_columns != len(predicate_rows):
-        raise CorpusFormatError(path, lines[0], f"the sentence has {len(predicate_rows)} rolesets but {n_columns} predicate columns")
+        raise CorpusFormatError(
+            path, lines[0], f"the sentence has {len(predicate_rows)} rolesets but {n_columns} predicate columns"
+        )
     tags = [row[4] for row in rows]
     frames = [
         frame_from_column(
-            [row[SKEL_MIN_COLUMNS + column] for row in rows], lines, path, column + 1,
-            head=head, sense=rows[head][7], predicate_type=predicate_type_from_tag(tags[head]),
+            [row[SKEL_MIN_COLUMNS + column] for row in rows],
+            lines,
+            path,
+            column + 1,
+            head=head,
+            sense=rows[head][7],
+            predicate_type=predicate_type_from_tag(tags[head]),
         )
         for column, head in enumerate(predicate_rows)
     ]
@@ -125,7 +150,9 @@ def read_conllu(path: Path) -> List[UDSentence]:
                 continue
             cols = line.split("\t")
             if len(cols) != 10:
-                raise CorpusFormatError(path, line_no, f"malformed CoNLL-U line: {len(cols)} tab-separated columns, expected 10")
+                raise CorpusFormatError(
+                    path, line_no, f"malformed CoNLL-U line: {len(cols)} tab-separated columns, expected 10"
+                )
             if current is None:
                 current = UDSentence(line_no)
             word_id, form, lemma, _upos, xpos, *_rest, misc = cols
@@ -166,7 +193,10 @@ def split_form(form: str, tags: Sequence[str]) -> Optional[List[str]]:
     for cuts in combinations(range(1, len(atoms)), len(tags) - 1):
         bounds = (0,) + cuts + (len(atoms),)
         pieces = ["".join(atoms[a:b]) for a, b in zip(bounds, bounds[1:])]
-        cost = sum(_pos_group(tag) != ("word" if any(c.isalnum() for c in piece) else "punct") for piece, tag in zip(pieces, tags))
+        cost = sum(
+            _pos_group(tag) != ("word" if any(c.isalnum() for c in piece) else "punct")
+            for piece, tag in zip(pieces, tags)
+        )
         if best_cost is None or cost < best_cost:
             best, best_cost = pieces, cost
     return best
@@ -205,7 +235,12 @@ def align_tokens(pb_tags: Sequence[str], words: Sequence[UDWord]) -> Optional[Li
                     if step < cost[i + 1][j + k]:
                         cost[i + 1][j + k], back[i + 1, j + k] = step, (i, j, "merge")
             for k in (2, 3, 4, 5):  # one UD word split into k PropBank tokens
-                if j < m and i + k <= n and n_atoms[j] >= k and split_form(words[j].form, pb_tags[i : i + k]) is not None:
+                if (
+                    j < m
+                    and i + k <= n
+                    and n_atoms[j] >= k
+                    and split_form(words[j].form, pb_tags[i : i + k]) is not None
+                ):
                     step = c + 1.5
                     if step < cost[i + k][j + 1]:
                         cost[i + k][j + 1], back[i + k, j + 1] = step, (i, j, "split")
@@ -289,7 +324,11 @@ def convert_document(skel_path: Path, ud_path: Path) -> Tuple[List[Sentence], Li
     for sent, words in pair_sentences(skel, ud):
         where = (str(skel_path), sent.lines[0])
         if words is None:
-            skips.append(Skip(*where, f"no UD sentence pairs with this one in {ud_path.name}", sent.n_predicates, sent.n_arguments))
+            skips.append(
+                Skip(
+                    *where, f"no UD sentence pairs with this one in {ud_path.name}", sent.n_predicates, sent.n_arguments
+                )
+            )
             continue
         try:
             tags, frames = parse_skel_sentence(sent)
@@ -299,7 +338,14 @@ def convert_document(skel_path: Path, ud_path: Path) -> Tuple[List[Sentence], Li
         tokens = align_tokens(tags, words)
         if tokens is None:
             text = " ".join(w.form for w in words)
-            skips.append(Skip(*where, f"tokens cannot be aligned ({len(tags)} PropBank tokens vs {len(words)} UD words: {text[:80]!r})", sent.n_predicates, sent.n_arguments))
+            skips.append(
+                Skip(
+                    *where,
+                    f"tokens cannot be aligned ({len(tags)} PropBank tokens vs {len(words)} UD words: {text[:80]!r})",
+                    sent.n_predicates,
+                    sent.n_arguments,
+                )
+            )
             continue
         sentences.append(
             Sentence(

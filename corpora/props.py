@@ -1,16 +1,23 @@
 """Bracketed PropBank argument columns (`(ARG0*`, `*`, `*)`, `(V*)`), shared by every reader."""
+
 import re
 from dataclasses import dataclass
-from typing import Callable, Optional
 from pathlib import Path
-from typing import List, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from albert_srl.components.frames import FrameSpec
 
 CELL = re.compile(r"^(?:\((?P<open>[^()*\s]+))?\*(?P<close_label>[^()*\s]*)(?P<close>\)?)$")
 PTB_ESCAPES = {
-    "-LRB-": "(", "-RRB-": ")", "-LCB-": "{", "-RCB-": "}", "-LSB-": "[", "-RSB-": "]",
-    "/.": ".", "/?": "?", "/-": "-",
+    "-LRB-": "(",
+    "-RRB-": ")",
+    "-LCB-": "{",
+    "-RCB-": "}",
+    "-LSB-": "[",
+    "-RSB-": "]",
+    "/.": ".",
+    "/?": "?",
+    "/-": "-",
 }
 
 
@@ -47,7 +54,13 @@ class Skip:
     arguments: int = 0
 
     def to_dict(self) -> dict:
-        return {"file": self.path, "line": self.line, "reason": self.reason, "predicates": self.predicates, "arguments": self.arguments}
+        return {
+            "file": self.path,
+            "line": self.line,
+            "reason": self.reason,
+            "predicates": self.predicates,
+            "arguments": self.arguments,
+        }
 
 
 @dataclass
@@ -64,20 +77,38 @@ def parse_column(cells: Sequence[str], lines: Sequence[int], path, column: int) 
     for i, cell in enumerate(cells):
         match = CELL.match(cell)
         if match is None:
-            raise CorpusFormatError(path, lines[i], f"argument column {column}: cannot read cell {cell!r} (expected forms like '(ARG0*', '*', '*)', '(V*)')")
+            raise CorpusFormatError(
+                path,
+                lines[i],
+                f"argument column {column}: cannot read cell {cell!r} (expected forms like '(ARG0*', '*', '*)', '(V*)')",
+            )
         if match["open"]:
             if open_label is not None:
-                raise CorpusFormatError(path, lines[i], f"argument column {column}: '{match['open']}' opens while '{open_label}' (line {lines[open_start]}) is still open")
+                raise CorpusFormatError(
+                    path,
+                    lines[i],
+                    f"argument column {column}: '{match['open']}' opens while '{open_label}' (line {lines[open_start]}) is still open",
+                )
             open_label, open_start = match["open"], i
         if match["close"]:
             if open_label is None:
-                raise CorpusFormatError(path, lines[i], f"argument column {column}: a bracket closes that was never opened (or closes twice)")
+                raise CorpusFormatError(
+                    path,
+                    lines[i],
+                    f"argument column {column}: a bracket closes that was never opened (or closes twice)",
+                )
             if match["close_label"] and match["close_label"] != open_label:
-                raise CorpusFormatError(path, lines[i], f"argument column {column}: '{match['close_label']})' closes '{open_label}'")
+                raise CorpusFormatError(
+                    path, lines[i], f"argument column {column}: '{match['close_label']})' closes '{open_label}'"
+                )
             spans.append(Bracket(open_label, open_start, i + 1))
             open_label = None
     if open_label is not None:
-        raise CorpusFormatError(path, lines[open_start], f"argument column {column}: '({open_label}' never closes before the sentence ends (line {lines[-1]})")
+        raise CorpusFormatError(
+            path,
+            lines[open_start],
+            f"argument column {column}: '({open_label}' never closes before the sentence ends (line {lines[-1]})",
+        )
     return spans
 
 
@@ -85,11 +116,24 @@ def split_predicate(spans: List[Bracket], path, line: int, column: int) -> Tuple
     """Separate a column's `V` span from its arguments; exactly one `V` is required."""
     verbs = [s for s in spans if s.label == "V"]
     if len(verbs) != 1:
-        raise CorpusFormatError(path, line, f"argument column {column} has {len(verbs)} '(V*' spans; each predicate column needs exactly one")
+        raise CorpusFormatError(
+            path,
+            line,
+            f"argument column {column} has {len(verbs)} '(V*' spans; each predicate column needs exactly one",
+        )
     return verbs[0], [s for s in spans if s.label != "V"]
 
 
-def frame_from_column(cells: Sequence[str], lines: Sequence[int], path, column: int, head: int, sense: str, predicate_type: str, role_map: Optional[Callable[[str], str]] = None) -> FrameSpec:
+def frame_from_column(
+    cells: Sequence[str],
+    lines: Sequence[int],
+    path,
+    column: int,
+    head: int,
+    sense: str,
+    predicate_type: str,
+    role_map: Optional[Callable[[str], str]] = None,
+) -> FrameSpec:
     """Read one predicate column into a FrameSpec; `head` is the token that carries the roleset."""
     spans = parse_column(cells, lines, path, column)
     if role_map is not None:
@@ -98,7 +142,11 @@ def frame_from_column(cells: Sequence[str], lines: Sequence[int], path, column: 
     # A predicate split by a hyphen (`jump - start`) may carry its roleset on the C-V piece.
     pieces = [verb] + [a for a in arguments if a.label == "C-V"]
     if not any(p.start <= head < p.end for p in pieces):
-        raise CorpusFormatError(path, lines[head], f"predicate column {column}: neither its (V*) nor a (C-V*) span covers the roleset's token (line {lines[head]})")
+        raise CorpusFormatError(
+            path,
+            lines[head],
+            f"predicate column {column}: neither its (V*) nor a (C-V*) span covers the roleset's token (line {lines[head]})",
+        )
     return FrameSpec(
         head=head,
         sense=sense,

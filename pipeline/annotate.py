@@ -5,6 +5,7 @@
 OUTPUT gets `arguments/`, `predicates/`, `documents/` and `errors/`, each with one Parquet file per
 input part (same relative path), plus `_manifest.json`. A killed run resumes where it stopped.
 """
+
 import shutil
 import time
 import uuid
@@ -18,31 +19,67 @@ import typer
 from tqdm import tqdm
 from wasabi import msg
 
-from albert_srl.pipeline.annotation import TABLES, AnnotateInputError, AnnotateSettings, pipeline_for, output_schemas
-from albert_srl.pipeline.store import Manifest, Part, PartResult, annotate_part, discover_parts, lock_output, publish_part, remove_stale_temporaries, unpublish
+from albert_srl.pipeline.annotation import TABLES, AnnotateInputError, AnnotateSettings, output_schemas, pipeline_for
+from albert_srl.pipeline.store import (
+    Manifest,
+    Part,
+    PartResult,
+    annotate_part,
+    discover_parts,
+    lock_output,
+    publish_part,
+    remove_stale_temporaries,
+    unpublish,
+)
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
 @app.command()
 def annotate(
-    model: str = typer.Argument(..., help="Trained pipeline: a folder (training/model-best) or an installed package name"),
+    model: str = typer.Argument(
+        ..., help="Trained pipeline: a folder (training/model-best) or an installed package name"
+    ),
     input: Path = typer.Argument(..., help="A Parquet file, a folder of Parquet files, or a hive-partitioned dataset"),
     output: Path = typer.Argument(..., help="Output folder (created; a folder from an interrupted run is resumed)"),
     id_column: str = typer.Option("id", "--id-column", help="Column with the document id (any type)"),
     text_column: str = typer.Option("text", "--text-column", help="Column with the document text"),
-    tokens_column: Optional[str] = typer.Option(None, "--tokens-column", help="Column of pre-tokenized input (list of strings), annotated without re-tokenizing; char offsets then refer to the tokens joined by single spaces"),
-    carry: List[str] = typer.Option([], "--carry", help="Input column to copy into the output tables (repeat, or separate with commas). Hive partition folders carry through by themselves: the output mirrors them"),
+    tokens_column: Optional[str] = typer.Option(
+        None,
+        "--tokens-column",
+        help="Column of pre-tokenized input (list of strings), annotated without re-tokenizing; char offsets then refer to the tokens joined by single spaces",
+    ),
+    carry: List[str] = typer.Option(
+        [],
+        "--carry",
+        help="Input column to copy into the output tables (repeat, or separate with commas). Hive partition folders carry through by themselves: the output mirrors them",
+    ),
     batch_size: int = typer.Option(32, "--batch-size", help="Documents per nlp.pipe batch"),
-    batch_chars: int = typer.Option(8_000, "--batch-chars", help="Characters per batch at most (a longer document goes alone); bounds memory"),
+    batch_chars: int = typer.Option(
+        8_000, "--batch-chars", help="Characters per batch at most (a longer document goes alone); bounds memory"
+    ),
     n_process: int = typer.Option(1, "--n-process", help="Worker processes for nlp.pipe (CPU)"),
     gpu_id: int = typer.Option(-1, "--gpu-id", help="GPU to run on (-1: CPU)"),
-    max_chars: int = typer.Option(2_000_000, "--max-chars", help="Longer texts are reported as errors instead of annotated"),
+    max_chars: int = typer.Option(
+        2_000_000, "--max-chars", help="Longer texts are reported as errors instead of annotated"
+    ),
     read_rows: int = typer.Option(1024, "--read-rows", help="Rows read from Parquet at a time (bounds memory)"),
-    fail_on_errors: bool = typer.Option(True, "--fail-on-errors/--no-fail-on-errors", help="Exit with status 1 when any row or part could not be annotated"),
+    fail_on_errors: bool = typer.Option(
+        True,
+        "--fail-on-errors/--no-fail-on-errors",
+        help="Exit with status 1 when any row or part could not be annotated",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete OUTPUT's earlier results instead of resuming"),
-    engine: str = typer.Option("local", "--engine", help="local: this process (and --n-process workers); dask: one task per part on a Dask cluster"),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786) of an existing cluster; without it a local cluster is started"),
+    engine: str = typer.Option(
+        "local",
+        "--engine",
+        help="local: this process (and --n-process workers); dask: one task per part on a Dask cluster",
+    ),
+    scheduler: Optional[str] = typer.Option(
+        None,
+        "--scheduler",
+        help="Dask scheduler address (tcp://host:8786) of an existing cluster; without it a local cluster is started",
+    ),
     workers: int = typer.Option(2, "--workers", help="Worker processes of the local Dask cluster (one thread each)"),
 ) -> None:
     """Annotate INPUT with MODEL into OUTPUT (tables: arguments, predicates, documents, errors)."""
@@ -70,7 +107,9 @@ def annotate(
         raise typer.Exit(2)
     except KeyboardInterrupt:
         done = len(run["manifest"].data["parts"])
-        msg.warn(f"Interrupted with {done} of {len(run['parts'])} part(s) finished; run the same command again to resume")
+        msg.warn(
+            f"Interrupted with {done} of {len(run['parts'])} part(s) finished; run the same command again to resume"
+        )
         raise typer.Exit(130)
     finally:
         remove_stale_temporaries(output)  # unfinished files of this run or of a lost Dask worker
@@ -96,15 +135,21 @@ def prepare(settings: AnnotateSettings, input: Path, output: Path, overwrite: bo
         try:
             output_schemas(schema, settings)
         except AnnotateInputError as err:
-            raise AnnotateInputError(f"{part.path}: {err} (see --id-column, --text-column, --tokens-column, --carry)") from None
+            raise AnnotateInputError(
+                f"{part.path}: {err} (see --id-column, --text-column, --tokens-column, --carry)"
+            ) from None
         # the output tables of all parts must share a schema, so ids and carried columns must too
         types = [(c, str(schema.field(c).type)) for c in (settings.id_column, *settings.carry)]
         if first is None:
             first = (part.path, types)
         elif any(t != f and "null" not in (t, f) for (_, t), (_, f) in zip(types, first[1])):  # null: an empty file
-            raise AnnotateInputError(f"{part.path} has column types {types}, {first[0]} has {first[1]}; make them agree (cast) before annotating")
+            raise AnnotateInputError(
+                f"{part.path} has column types {types}, {first[0]} has {first[1]}; make them agree (cast) before annotating"
+            )
     if len(unreadable) == len(parts):
-        raise AnnotateInputError(f"No readable Parquet file in {input}: " + "; ".join(f"{k}: {v}" for k, v in list(unreadable.items())[:3]))
+        raise AnnotateInputError(
+            f"No readable Parquet file in {input}: " + "; ".join(f"{k}: {v}" for k, v in list(unreadable.items())[:3])
+        )
     loaded = pipeline_for(settings)
     lock = lock_output(output)
     try:
@@ -149,7 +194,9 @@ def run_local(run: Dict, settings: AnnotateSettings, output: Path, read_rows: in
             bar.set_postfix_str(f"{words / max(time.perf_counter() - started, 1e-9):,.0f} words/s", refresh=False)
 
         for part in todo:
-            result = publish_part(part, annotate_part(part, settings, output, read_rows=read_rows, on_batch=on_batch), output)
+            result = publish_part(
+                part, annotate_part(part, settings, output, read_rows=read_rows, on_batch=on_batch), output
+            )
             manifest.record(result)
             results.append(result)
             if result.error:
@@ -157,7 +204,9 @@ def run_local(run: Dict, settings: AnnotateSettings, output: Path, read_rows: in
     return results
 
 
-def run_dask(run: Dict, settings: AnnotateSettings, output: Path, read_rows: int, scheduler: Optional[str], workers: int) -> List[PartResult]:
+def run_dask(
+    run: Dict, settings: AnnotateSettings, output: Path, read_rows: int, scheduler: Optional[str], workers: int
+) -> List[PartResult]:
     """One task per part on a Dask cluster. Workers load the model once each (the settings carry
     its path, never the model); this process records finished parts in the manifest as they come.
     A task whose worker dies is rerun elsewhere by Dask; its unfinished files never get final names."""
@@ -170,7 +219,9 @@ def run_dask(run: Dict, settings: AnnotateSettings, output: Path, read_rows: int
     # a worker runs one pipe in its own process; parts are the unit of parallelism. Workers may
     # have another working directory: they get absolute paths.
     model_path = Path(settings.model)
-    settings = replace(settings, n_process=1, model=str(model_path.resolve()) if model_path.exists() else settings.model)
+    settings = replace(
+        settings, n_process=1, model=str(model_path.resolve()) if model_path.exists() else settings.model
+    )
     todo = [replace(part, path=str(Path(part.path).resolve())) for part in todo]
     resources = {"GPU": 1} if settings.gpu_id >= 0 else None
     cluster = None
@@ -178,7 +229,9 @@ def run_dask(run: Dict, settings: AnnotateSettings, output: Path, read_rows: int
         if scheduler:
             client = Client(scheduler, timeout="30s")
         else:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, resources=resources)
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, resources=resources
+            )
             client = Client(cluster)
     except (OSError, TimeoutError) as err:
         raise AnnotateInputError(f"Cannot reach the Dask scheduler {scheduler}: {err}") from None
@@ -188,7 +241,9 @@ def run_dask(run: Dict, settings: AnnotateSettings, output: Path, read_rows: int
         info = client.scheduler_info()["workers"]
         msg.info(f"Dask: {len(info)} worker(s) at {client.scheduler.address}")
         if resources and not any(w.get("resources", {}).get("GPU") for w in info.values()):
-            raise AnnotateInputError("--gpu-id was given but no Dask worker declares a GPU resource (start workers with --resources GPU=1)")
+            raise AnnotateInputError(
+                "--gpu-id was given but no Dask worker declares a GPU resource (start workers with --resources GPU=1)"
+            )
         futures = {
             client.submit(annotate_part, part, settings, output, read_rows, key=f"annotate-{uuid.uuid4().hex[:8]}-{part.name}", pure=False, resources=resources): part
             for part in todo
@@ -231,8 +286,14 @@ def report(manifest: Manifest, results: List[PartResult], output: Path, seconds:
     rows = [
         ("parts annotated now / done in total / failed", f"{len(new)} / {len(done)} / {len(failed_parts)}"),
         ("rows (documents table)", f"{sum(r['rows'] for r in done):,}"),
-        ("  annotated / empty / not annotated", f"{sum(r['ok'] for r in done):,} / {sum(r['empty'] for r in done):,} / {sum(r['failed_rows'] for r in done):,}"),
-        ("tokens / predicates / arguments", f"{sum(r['tokens'] for r in done):,} / {sum(r['predicates'] for r in done):,} / {sum(r['arguments'] for r in done):,}"),
+        (
+            "  annotated / empty / not annotated",
+            f"{sum(r['ok'] for r in done):,} / {sum(r['empty'] for r in done):,} / {sum(r['failed_rows'] for r in done):,}",
+        ),
+        (
+            "tokens / predicates / arguments",
+            f"{sum(r['tokens'] for r in done):,} / {sum(r['predicates'] for r in done):,} / {sum(r['arguments'] for r in done):,}",
+        ),
         ("this run: seconds in all / annotating", f"{seconds:,.1f} / {busy:,.1f}"),
     ]
     if new:

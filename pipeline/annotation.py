@@ -7,6 +7,7 @@ the model once, however many tasks it runs. Output tables (README, "Annotating P
 - `arguments`: one row per argument, `predicates`: one row per predicate,
 - `documents`: one row per input row (with its status), `errors`: rows that were not annotated.
 """
+
 import contextlib
 import ctypes
 import ctypes.util
@@ -116,7 +117,9 @@ def _load_pipeline(model: str, gpu_id: int, max_chars: int) -> LoadedPipeline:
     except Exception as err:  # spaCy raises OSError, ValueError, KeyError, ... for bad models
         raise AnnotateInputError(f"Cannot load the pipeline {model!r}: {type(err).__name__}: {err}") from err
     if "srl" not in nlp.pipe_names:
-        raise AnnotateInputError(f"The pipeline {model!r} has no 'srl' component (it has: {', '.join(nlp.pipe_names) or 'none'})")
+        raise AnnotateInputError(
+            f"The pipeline {model!r} has no 'srl' component (it has: {', '.join(nlp.pipe_names) or 'none'})"
+        )
     provenance = pipeline_provenance(nlp, model)
     nlp.max_length = max_chars + 1
     # The transformer's outputs are not needed once the frames are set; dropping them keeps
@@ -162,14 +165,20 @@ def pipeline_provenance(nlp: Language, model: str) -> Dict[str, str]:
     }
 
 
-def output_schemas(input_schema: pa.Schema, settings: AnnotateSettings, provenance: Optional[Dict[str, str]] = None) -> Dict[str, pa.Schema]:
+def output_schemas(
+    input_schema: pa.Schema, settings: AnnotateSettings, provenance: Optional[Dict[str, str]] = None
+) -> Dict[str, pa.Schema]:
     """The four output schemas; `doc_id` and carried columns keep their input types."""
     clashes = [c for c in settings.carry if c in RESERVED_COLUMNS]
     if clashes:
-        raise AnnotateInputError(f"--carry {', '.join(clashes)}: output tables already have such columns; rename them in the input")
+        raise AnnotateInputError(
+            f"--carry {', '.join(clashes)}: output tables already have such columns; rename them in the input"
+        )
     missing = [c for c in settings.input_columns() if c not in input_schema.names]
     if missing:
-        raise AnnotateInputError(f"missing column(s) {', '.join(map(repr, missing))}; the input has: {', '.join(input_schema.names)}")
+        raise AnnotateInputError(
+            f"missing column(s) {', '.join(map(repr, missing))}; the input has: {', '.join(input_schema.names)}"
+        )
     doc_id = pa.field("doc_id", input_schema.field(settings.id_column).type)
     carried = [input_schema.field(c) for c in settings.carry]
     i32, text = pa.int32(), pa.string()
@@ -213,7 +222,9 @@ def _decoded(column: pa.ChunkedArray) -> Tuple[List[Any], List[Optional[str]]]:
     reasons: List[Optional[str]] = [None] * len(column)
     kind = column.type
     if pa.types.is_dictionary(kind) or getattr(pa.types, "is_string_view", lambda _: False)(kind):
-        if pa.types.is_dictionary(kind) and not (pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)):
+        if pa.types.is_dictionary(kind) and not (
+            pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)
+        ):
             return [None] * len(column), [f"the column has type {kind}, not string; cast it to string"] * len(column)
         column, kind = column.cast(pa.large_string()), pa.large_string()
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
@@ -229,7 +240,9 @@ def _decoded(column: pa.ChunkedArray) -> Tuple[List[Any], List[Optional[str]]]:
             values.append(None if raw is None else raw.decode("utf8"))
         except UnicodeDecodeError as err:
             values.append(None)
-            reasons[i] = f"text is not valid UTF-8 at byte {err.start} ({err.reason}, e.g. a lone surrogate); re-encode it"
+            reasons[i] = (
+                f"text is not valid UTF-8 at byte {err.start} ({err.reason}, e.g. a lone surrogate); re-encode it"
+            )
     return values, reasons
 
 
@@ -304,7 +317,10 @@ def annotate_table(
             elif settings.tokens_column is None and len(value) > settings.max_chars:
                 reason = f"the text has {len(value):,} characters, more than --max-chars {settings.max_chars:,}; split it or raise the limit"
             elif doc_id in seen_ids:
-                statuses[i], reason = DUPLICATE, "duplicate id: an earlier row of this part has it; this row was not annotated"
+                statuses[i], reason = (
+                    DUPLICATE,
+                    "duplicate id: an earlier row of this part has it; this row was not annotated",
+                )
         if reason is not None:
             statuses[i] = statuses[i] or ERROR
             rows["errors"].add(doc_id=doc_id, part=part, row=row_offset + i, reason=reason)
@@ -329,7 +345,9 @@ def annotate_table(
     for i, doc_id in enumerate(ids):
         counts = results.get(i, {})
         status = statuses[i] or (OK if counts.get("tokens") else EMPTY)
-        rows["documents"].add(doc_id=doc_id, part=part, row=row_offset + i, status=status, **counts, **_carried_row(carried, i))
+        rows["documents"].add(
+            doc_id=doc_id, part=part, row=row_offset + i, status=status, **counts, **_carried_row(carried, i)
+        )
     return {name: r.table() for name, r in rows.items()}
 
 
@@ -363,7 +381,9 @@ def _batches(todo: Sequence[Tuple[Any, int]], settings: AnnotateSettings) -> Ite
         yield batch
 
 
-def _pipe_isolating_failures(nlp: Language, todo: Sequence[Tuple[Any, int]], settings: AnnotateSettings) -> Iterable[Tuple[int, Any]]:
+def _pipe_isolating_failures(
+    nlp: Language, todo: Sequence[Tuple[Any, int]], settings: AnnotateSettings
+) -> Iterable[Tuple[int, Any]]:
     """(row index, Doc) in input order; a batch that fails is redone one doc at a time in this
     process, so one bad document costs only its own row: (row index, reason) for it."""
     if settings.n_process > 1:  # worker processes live for this call only; spaCy batches for them
@@ -378,7 +398,9 @@ def _pipe_isolating_failures(nlp: Language, todo: Sequence[Tuple[Any, int]], set
                 done += 1
                 yield i, doc
         except Exception as err:
-            warnings.warn(f"a batch failed ({type(err).__name__}: {str(err)[:200]}); redoing its {len(batch) - done} document(s) one at a time in this process")
+            warnings.warn(
+                f"a batch failed ({type(err).__name__}: {str(err)[:200]}); redoing its {len(batch) - done} document(s) one at a time in this process"
+            )
             for value, i in batch[done:]:
                 try:
                     yield i, nlp(_make_doc(nlp, value))

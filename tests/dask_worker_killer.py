@@ -1,5 +1,6 @@
 """A spaCy component that kills its own worker process the first time it sees a marked text.
 Dask workers preload this module (LocalCluster(preload=[...])) so the test pipeline loads there."""
+
 import os
 from pathlib import Path
 

@@ -1,4 +1,5 @@
 """Bulk annotation of Parquet stores: output tables, offsets, bad input, resume and exactly-once."""
+
 import json
 import signal
 import subprocess
@@ -11,12 +12,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import TEXTS, load_refs
 from filelock import FileLock
 from typer.testing import CliRunner
 
 from albert_srl.pipeline.annotate import app
 from albert_srl.pipeline.annotation import AnnotateSettings, annotate_table, read_provenance
-from conftest import TEXTS, load_refs
 
 ARGUMENT_COLUMNS = [
     "doc_id", "sent_idx", "pred_token_idx", "pred_start_char", "pred_end_char", "pred_text", "pred_lemma",
@@ -46,7 +47,12 @@ def run(*args):
 
 
 def temporaries(output: Path):
-    return [p for t in ("arguments", "predicates", "documents", "errors") if (output / t).exists() for p in (output / t).rglob(".*.tmp-*")]
+    return [
+        p
+        for t in ("arguments", "predicates", "documents", "errors")
+        if (output / t).exists()
+        for p in (output / t).rglob(".*.tmp-*")
+    ]
 
 
 def read(output: Path, table: str) -> pd.DataFrame:
@@ -61,7 +67,10 @@ def test_annotate_store(tiny_pipeline, mini_corpus, tmp_path):
     assert result.exit_code == 0, result.output
     # one output file per input part and table, mirroring the hive folders
     for table in ("arguments", "predicates", "documents", "errors"):
-        assert sorted(p.relative_to(out / table).as_posix() for p in (out / table).rglob("*.parquet")) == ["year=2020/part-0.parquet", "year=2021/part-1.parquet"]
+        assert sorted(p.relative_to(out / table).as_posix() for p in (out / table).rglob("*.parquet")) == [
+            "year=2020/part-0.parquet",
+            "year=2021/part-1.parquet",
+        ]
     arguments = read(out, "arguments")
     assert list(arguments.columns)[: len(ARGUMENT_COLUMNS)] == ARGUMENT_COLUMNS and "source" in arguments
     assert len(arguments) > 10 and arguments["score"].between(0, 1).all()
@@ -80,7 +89,9 @@ def test_annotate_store(tiny_pipeline, mini_corpus, tmp_path):
     assert read(out, "errors").empty
     # DuckDB reads the same tables, with the hive partition from the folder names
     con = duckdb.connect()
-    n, years = con.execute(f"SELECT count(*), count(DISTINCT year) FROM read_parquet('{out}/arguments/**/*.parquet', hive_partitioning=true)").fetchone()
+    n, years = con.execute(
+        f"SELECT count(*), count(DISTINCT year) FROM read_parquet('{out}/arguments/**/*.parquet', hive_partitioning=true)"
+    ).fetchone()
     assert (n, years) == (len(arguments), 2)
     bad = con.execute(
         f"SELECT count(*) FROM read_parquet('{out}/arguments/**/*.parquet') a JOIN read_parquet('{tmp_path}/store/**/*.parquet') d ON a.doc_id = d.id "
@@ -88,7 +99,11 @@ def test_annotate_store(tiny_pipeline, mini_corpus, tmp_path):
     ).fetchone()[0]
     assert bad == 0
     provenance = read_provenance(pq.read_schema(out / "arguments" / "year=2020" / "part-0.parquet"))
-    assert provenance["schema_version"] == "1" and len(provenance["config_sha256"]) == 64 and len(provenance["weights_sha256"]) == 64
+    assert (
+        provenance["schema_version"] == "1"
+        and len(provenance["config_sha256"]) == 64
+        and len(provenance["weights_sha256"]) == 64
+    )
     assert provenance["spacy_version"] and provenance["transformers_version"] and provenance["model_version"]
 
 
@@ -109,7 +124,9 @@ def test_core_matches_cli_and_multiprocessing(tiny_pipeline, mini_corpus, tmp_pa
 def test_pre_tokenized_input(tiny_pipeline, tmp_path):
     tokens = [["John", "gave", "Mary", "the", "book", "yesterday", "."], ["where-ever", "you", "end", "up"]]
     pq.write_table(pa.table({"doc": ["a", "b"], "toks": tokens}), tmp_path / "tokens.parquet")
-    result = run(tiny_pipeline, tmp_path / "tokens.parquet", tmp_path / "out", "--id-column", "doc", "--tokens-column", "toks")
+    result = run(
+        tiny_pipeline, tmp_path / "tokens.parquet", tmp_path / "out", "--id-column", "doc", "--tokens-column", "toks"
+    )
     assert result.exit_code == 0, result.output
     documents = read(tmp_path / "out", "documents").set_index("doc_id")
     assert documents.loc["a", "tokens"] == 7 and documents.loc["b", "tokens"] == 4  # not re-tokenized
@@ -124,7 +141,9 @@ def test_bad_rows_are_reported_not_lost(tiny_pipeline, tmp_path):
     store = tmp_path / "store"
     store.mkdir()
     lone_surrogate = "bad \ud800 text".encode("utf8", "surrogatepass")
-    texts = pa.array([b"John gave Mary the book.", None, b"", lone_surrogate, b"She left.", b"Dup one.", b"Dup two."], pa.binary()).view(pa.string())
+    texts = pa.array(
+        [b"John gave Mary the book.", None, b"", lone_surrogate, b"She left.", b"Dup one.", b"Dup two."], pa.binary()
+    ).view(pa.string())
     pq.write_table(pa.table({"id": ["a", "b", "c", "d", None, "dup", "dup"], "text": texts}), store / "1-mixed.parquet")
     huge = "John gave Mary the book yesterday. " * 30_000  # 1,050,000 characters
     pq.write_table(pa.table({"id": ["huge", "too-long"], "text": [huge, huge + huge]}), store / "2-long.parquet")
@@ -162,11 +181,23 @@ def test_clear_errors_before_any_work(tiny_pipeline, tmp_path):
     result = run(tiny_pipeline, tmp_path / "in.parquet", tmp_path / "out")
     assert result.exit_code == 2 and "missing column(s) 'id', 'text'" in result.said and "key, body" in result.said
     assert not (tmp_path / "out").exists()
-    result = run(tmp_path / "no-model", tmp_path / "in.parquet", tmp_path / "out2", "--id-column", "key", "--text-column", "body")
+    result = run(
+        tmp_path / "no-model", tmp_path / "in.parquet", tmp_path / "out2", "--id-column", "key", "--text-column", "body"
+    )
     assert result.exit_code == 2 and "Cannot load the pipeline" in result.said
     result = run(tiny_pipeline, tmp_path / "missing", tmp_path / "out3")
     assert result.exit_code == 2 and "does not exist" in result.said
-    result = run(tiny_pipeline, tmp_path / "in.parquet", tmp_path / "out4", "--id-column", "key", "--text-column", "body", "--carry", "key,status")
+    result = run(
+        tiny_pipeline,
+        tmp_path / "in.parquet",
+        tmp_path / "out4",
+        "--id-column",
+        "key",
+        "--text-column",
+        "body",
+        "--carry",
+        "key,status",
+    )
     assert result.exit_code == 2 and "--carry status" in result.said
     store = tmp_path / "store"
     store.mkdir()
@@ -194,7 +225,18 @@ def test_kill_minus_9_then_resume_gives_every_row_once(tiny_pipeline, mini_corpu
     texts = corpus_texts(mini_corpus) * 12
     frame = write_store(tmp_path / "store", texts, parts=6)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "albert_srl.pipeline.annotate", str(tiny_pipeline), str(tmp_path / "store"), str(out), "--read-rows", "2", "--batch-size", "2"]
+    command = [
+        sys.executable,
+        "-m",
+        "albert_srl.pipeline.annotate",
+        str(tiny_pipeline),
+        str(tmp_path / "store"),
+        str(out),
+        "--read-rows",
+        "2",
+        "--batch-size",
+        "2",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifest = out / "_manifest.json"
     deadline = time.time() + 120
@@ -251,7 +293,9 @@ def test_empty_part_among_typed_parts(tiny_pipeline, tmp_path):
     store = tmp_path / "store"
     store.mkdir()
     pq.write_table(pa.table({"id": [1, 2], "text": ["She left.", "He said so."]}), store / "a.parquet")
-    pq.write_table(pa.table({"id": pa.array([], pa.null()), "text": pa.array([], pa.null())}), store / "b.parquet")  # as pandas writes an empty frame
+    pq.write_table(
+        pa.table({"id": pa.array([], pa.null()), "text": pa.array([], pa.null())}), store / "b.parquet"
+    )  # as pandas writes an empty frame
     result = run(tiny_pipeline, store, tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert sorted(read(tmp_path / "out", "documents")["doc_id"]) == [1, 2]

@@ -1,20 +1,26 @@
 """The annotate job on a Dask LocalCluster: the same output as one process, and a killed worker's
 part redone, not duplicated."""
+
 import pandas as pd
 import pytest
 import spacy
-
 from conftest import REPO
 from test_annotate import corpus_texts, read, run, temporaries, write_store
 
-distributed = pytest.importorskip("distributed", reason="the dask extra is not installed (pip install 'albert-srl[dask]')")
+distributed = pytest.importorskip(
+    "distributed", reason="the dask extra is not installed (pip install 'albert-srl[dask]')"
+)
 
 KILLER = REPO / "tests" / "dask_worker_killer.py"
 
 
 def sorted_table(out, table):
     frame = read(out, table).drop(columns=["year"], errors="ignore")
-    keys = {"arguments": ["doc_id", "pred_token_idx", "arg_start_token", "role"], "predicates": ["doc_id", "pred_token_idx"], "documents": ["doc_id"]}[table]
+    keys = {
+        "arguments": ["doc_id", "pred_token_idx", "arg_start_token", "role"],
+        "predicates": ["doc_id", "pred_token_idx"],
+        "documents": ["doc_id"],
+    }[table]
     return frame.sort_values(keys, ignore_index=True)
 
 
@@ -45,8 +51,20 @@ def test_killed_worker_part_is_redone_not_duplicated(tiny_pipeline, mini_corpus,
     texts = corpus_texts(mini_corpus) * 2
     texts[5] = f"{dask_worker_killer.KILL_TEXT} John gave Mary the book."
     frame = write_store(tmp_path / "store", texts, parts=3)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, preload=[str(KILLER)], dashboard_address=None) as cluster:
-        result = run(tmp_path / "model", tmp_path / "store", tmp_path / "dask", "--engine", "dask", "--scheduler", cluster.scheduler_address, "--read-rows", 2)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, preload=[str(KILLER)], dashboard_address=None
+    ) as cluster:
+        result = run(
+            tmp_path / "model",
+            tmp_path / "store",
+            tmp_path / "dask",
+            "--engine",
+            "dask",
+            "--scheduler",
+            cluster.scheduler_address,
+            "--read-rows",
+            2,
+        )
     assert result.exit_code == 0, result.output
     assert marker.exists(), "no worker was killed"
     documents = read(tmp_path / "dask", "documents")

@@ -1,4 +1,5 @@
 """The benchmark's pipeline variants (its timings are never asserted: they live in metrics/)."""
+
 import pytest
 from spacy.tokens import Doc
 
@@ -55,7 +56,12 @@ def test_gpu_precisions_build_the_cuda_autocast_they_name(tiny_pipeline, precisi
 
     nlp = load_pipeline(str(tiny_pipeline), precision, on_gpu=True)
     config = nlp.config["components"]["transformer"]["model"]
-    assert (config["mixed_precision"], config["gpu_bf16"], config["cpu_bf16"], config["cpu_int8"]) == (mixed, bf16, False, False)
+    assert (config["mixed_precision"], config["gpu_bf16"], config["cpu_bf16"], config["cpu_int8"]) == (
+        mixed,
+        bf16,
+        False,
+        False,
+    )
     assert gpu_precision(nlp.get_pipe("transformer").model) == precision
 
 
@@ -78,12 +84,18 @@ def test_gpu_id_without_a_gpu_fails_at_once_saying_why(tiny_pipeline, mini_corpu
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     dev = str(mini_corpus / "dev.spacy")
-    for command in (["floor", str(tiny_pipeline), dev], ["per-predicate", str(tiny_pipeline), dev], ["trf-reference", dev]):
+    for command in (
+        ["floor", str(tiny_pipeline), dev],
+        ["per-predicate", str(tiny_pipeline), dev],
+        ["trf-reference", dev],
+    ):
         result = CliRunner().invoke(app, [*command, str(tmp_path / "out.json"), "--gpu-id", "0"])
         assert result.exit_code == 1, result.output
         assert "--gpu-id 0: PyTorch sees no CUDA GPU" in result.output and "Leave out --gpu-id" in result.output
     assert not (tmp_path / "out.json").exists()
-    result = CliRunner().invoke(app, ["floor", str(tiny_pipeline), dev, str(tmp_path / "out.json"), "--precision", "fp16"])
+    result = CliRunner().invoke(
+        app, ["floor", str(tiny_pipeline), dev, str(tmp_path / "out.json"), "--precision", "fp16"]
+    )
     assert result.exit_code == 1 and "not 'fp16' (fp16 is a GPU precision: add --gpu-id)" in result.output
 
 
@@ -97,10 +109,26 @@ def test_floor_ratio_is_the_median_round_and_the_pass_is_broken_down(tiny_pipeli
     from albert_srl.pipeline.benchmark import app
 
     out = tmp_path / "floor.json"
-    result = CliRunner().invoke(app, ["floor-interleaved-child", str(tiny_pipeline), str(mini_corpus / "dev.spacy"), str(out), "--repeats", "3", "--precision", "fp32"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "floor-interleaved-child",
+            str(tiny_pipeline),
+            str(mini_corpus / "dev.spacy"),
+            str(out),
+            "--repeats",
+            "3",
+            "--precision",
+            "fp32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     floor = json.loads(out.read_text())
-    assert [list(r) for r in floor["rounds"]] == [["transformer alone", "whole pipeline"], ["whole pipeline", "transformer alone"], ["transformer alone", "whole pipeline"]]
+    assert [list(r) for r in floor["rounds"]] == [
+        ["transformer alone", "whole pipeline"],
+        ["whole pipeline", "transformer alone"],
+        ["transformer alone", "whole pipeline"],
+    ]
     ratios = [r["transformer alone"] / r["whole pipeline"] for r in floor["rounds"]]
     assert floor["round_ratios"] == sorted(ratios) and floor["pipeline_vs_transformer"] == sorted(ratios)[1]
     assert list(floor["component_seconds"]) == ["tokenizer", "transformer", "senter", "srl"]
@@ -118,14 +146,42 @@ def test_floor_with_gold_structure_encodes_the_same_docs_on_both_sides(tiny_pipe
     from albert_srl.pipeline.benchmark import app
 
     out = tmp_path / "floor.json"
-    result = CliRunner().invoke(app, ["floor-interleaved-child", str(tiny_pipeline), str(mini_corpus / "dev.spacy"), str(out), "--repeats", "2", "--precision", "fp32", "--gold-structure"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "floor-interleaved-child",
+            str(tiny_pipeline),
+            str(mini_corpus / "dev.spacy"),
+            str(out),
+            "--repeats",
+            "2",
+            "--precision",
+            "fp32",
+            "--gold-structure",
+        ],
+    )
     assert result.exit_code == 0, result.output
     floor = json.loads(out.read_text())
     assert floor["gold_structure"] and list(floor["component_seconds"]) == ["transformer", "srl"]
     assert all(seconds > 0 for seconds in floor["component_seconds"].values())
     for only, components in (("transformer", ["transformer"]), ("", ["transformer", "srl"])):
         child = tmp_path / f"child-{only or 'whole'}.json"
-        result = CliRunner().invoke(app, ["floor-child", str(tiny_pipeline), str(mini_corpus / "dev.spacy"), str(child), "--only", only, "--precision", "fp32", "--repeats", "1", "--gold-structure"])
+        result = CliRunner().invoke(
+            app,
+            [
+                "floor-child",
+                str(tiny_pipeline),
+                str(mini_corpus / "dev.spacy"),
+                str(child),
+                "--only",
+                only,
+                "--precision",
+                "fp32",
+                "--repeats",
+                "1",
+                "--gold-structure",
+            ],
+        )
         assert result.exit_code == 0, result.output
         measured = json.loads(child.read_text())
         assert measured["components"] == components and measured["words"] == floor["words"]
@@ -146,7 +202,17 @@ def test_trf_reference_in_turn_rotates_the_order_and_takes_each_rounds_ratio(tin
     gold_structure = tmp_path / "gold-structure-copy"
     shutil.copytree(tiny_pipeline, gold_structure)
     out = tmp_path / "in-turn.json"
-    args = ["trf-reference-interleaved-child", str(mini_corpus / "dev.spacy"), str(out), "--model", str(tiny_pipeline), "--gold-structure-model", str(gold_structure), "--rounds", "3"]
+    args = [
+        "trf-reference-interleaved-child",
+        str(mini_corpus / "dev.spacy"),
+        str(out),
+        "--model",
+        str(tiny_pipeline),
+        "--gold-structure-model",
+        str(gold_structure),
+        "--rounds",
+        "3",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     in_turn = json.loads(out.read_text())
@@ -158,7 +224,9 @@ def test_trf_reference_in_turn_rotates_the_order_and_takes_each_rounds_ratio(tin
         ratios = sorted((words[name] / r[name]) / (words[REFERENCE] / r[REFERENCE]) for r in in_turn["rounds"])
         summary = in_turn["vs_reference"][name]
         assert summary["round_ratios"] == pytest.approx(ratios)
-        assert (summary["median"], summary["low"], summary["high"]) == pytest.approx((statistics.median(ratios), ratios[0], ratios[-1]))
+        assert (summary["median"], summary["low"], summary["high"]) == pytest.approx(
+            (statistics.median(ratios), ratios[0], ratios[-1])
+        )
 
 
 def test_per_predicate_speedup_is_the_median_round(tiny_pipeline, mini_corpus, tmp_path):
@@ -172,16 +240,36 @@ def test_per_predicate_speedup_is_the_median_round(tiny_pipeline, mini_corpus, t
     from albert_srl.pipeline.benchmark import app
 
     out = tmp_path / "per-predicate.json"
-    result = CliRunner().invoke(app, ["per-predicate-interleaved-child", str(tiny_pipeline), str(mini_corpus / "dev.spacy"), str(out), "--rounds", "3", "--precision", "fp32"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "per-predicate-interleaved-child",
+            str(tiny_pipeline),
+            str(mini_corpus / "dev.spacy"),
+            str(out),
+            "--rounds",
+            "3",
+            "--precision",
+            "fp32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     measured = json.loads(out.read_text())
-    assert [list(r) for r in measured["rounds"]] == [["this pipeline", "per-predicate"], ["per-predicate", "this pipeline"], ["this pipeline", "per-predicate"]]
+    assert [list(r) for r in measured["rounds"]] == [
+        ["this pipeline", "per-predicate"],
+        ["per-predicate", "this pipeline"],
+        ["this pipeline", "per-predicate"],
+    ]
     speedups = sorted(r["per-predicate"] / r["this pipeline"] for r in measured["rounds"])
-    assert measured["round_speedups"] == pytest.approx(speedups) and measured["speedup"] == pytest.approx(statistics.median(speedups))
+    assert measured["round_speedups"] == pytest.approx(speedups) and measured["speedup"] == pytest.approx(
+        statistics.median(speedups)
+    )
     assert measured["sequences"] > 0 and measured["words"] > 0
 
 
-def test_per_predicate_with_gold_structure_times_the_head_on_gold_predicates(tiny_pipeline, mini_corpus, tmp_path, monkeypatch):
+def test_per_predicate_with_gold_structure_times_the_head_on_gold_predicates(
+    tiny_pipeline, mini_corpus, tmp_path, monkeypatch
+):
     """With --gold-structure this pipeline's side is the transformer and the SRL head on the corpus's
     own sentences and predicates (what the per-predicate side is given), not nlp.pipe."""
     import json
@@ -205,7 +293,17 @@ def test_per_predicate_with_gold_structure_times_the_head_on_gold_predicates(tin
     monkeypatch.setattr(benchmark, "gold_structure_run", counted)
     monkeypatch.setattr("spacy.language.Language.pipe", lambda *args, **kwargs: pytest.fail("nlp.pipe ran"))
     out = tmp_path / "per-predicate.json"
-    args = ["per-predicate-interleaved-child", str(tiny_pipeline), str(mini_corpus / "dev.spacy"), str(out), "--rounds", "2", "--precision", "fp32", "--gold-structure"]
+    args = [
+        "per-predicate-interleaved-child",
+        str(tiny_pipeline),
+        str(mini_corpus / "dev.spacy"),
+        str(out),
+        "--rounds",
+        "2",
+        "--precision",
+        "fp32",
+        "--gold-structure",
+    ]
     result = CliRunner().invoke(benchmark.app, args)
     assert result.exit_code == 0, result.output
     measured = json.loads(out.read_text())
@@ -219,7 +317,9 @@ def test_random_pipeline_asks_for_an_encoder_or_a_vocabulary(mini_corpus, tmp_pa
 
     from albert_srl.pipeline.benchmark import app
 
-    result = CliRunner().invoke(app, ["random-pipeline", "configs/srl_trf_gpu.cfg", str(mini_corpus / "dev.spacy"), str(tmp_path / "pipe")])
+    result = CliRunner().invoke(
+        app, ["random-pipeline", "configs/srl_trf_gpu.cfg", str(mini_corpus / "dev.spacy"), str(tmp_path / "pipe")]
+    )
     assert result.exit_code == 1 and "Give --spm" in result.output and "--encoder" in result.output
     assert not (tmp_path / "pipe").exists()
 
@@ -252,7 +352,13 @@ def test_reports_write_a_markdown_table_under_a_header_naming_machine_and_pipeli
     from albert_srl.pipeline.benchmark import machine, write_report
 
     out = tmp_path / "bench.json"
-    write_report(out, {"machine": machine(), "model": str(tiny_pipeline), "corpus": "dev.spacy", "precision": "fp32"}, [("whole pipeline", "1,000", "2,000")], ("run", "words", "words/s"), findings=["ratio 0.8"])
+    write_report(
+        out,
+        {"machine": machine(), "model": str(tiny_pipeline), "corpus": "dev.spacy", "precision": "fp32"},
+        [("whole pipeline", "1,000", "2,000")],
+        ("run", "words", "words/s"),
+        findings=["ratio 0.8"],
+    )
     saved = json.loads(out.read_text())
     summary = saved["pipelines"][str(tiny_pipeline)]
     assert summary["components"][0] == "transformer" and summary["components"][-1] == "srl"
@@ -262,4 +368,10 @@ def test_reports_write_a_markdown_table_under_a_header_naming_machine_and_pipeli
     assert "- precision: fp32" in lines and "- corpus: dev.spacy" in lines
     pipeline_line = next(line for line in lines if line.startswith(f"- pipeline `{tiny_pipeline}`"))
     assert "srl: @architectures albert_srl.SRLModel" in pipeline_line and "transformer: @architectures" in pipeline_line
-    assert lines[-5:] == ["| run | words | words/s |", "|---|---:|---:|", "| whole pipeline | 1,000 | 2,000 |", "", "ratio 0.8"]
+    assert lines[-5:] == [
+        "| run | words | words/s |",
+        "|---|---:|---:|",
+        "| whole pipeline | 1,000 | 2,000 |",
+        "",
+        "ratio 0.8",
+    ]

@@ -1,9 +1,11 @@
 """Corpus conversion: the EWT fixture, the CoNLL-2005/2012 fixtures, bad input and the real corpus."""
+
 import json
 from pathlib import Path
 
 import pytest
 import spacy
+from conftest import EWT_DIR, FIXTURES, needs_ewt
 from spacy.tokens import DocBin
 from typer.testing import CliRunner
 
@@ -11,7 +13,6 @@ from albert_srl.components.frames import get_frames
 from albert_srl.corpora.conll import read_conll05, read_conll12
 from albert_srl.corpora.props import normalize_role
 from albert_srl.pipeline.convert import app
-from conftest import EWT_DIR, FIXTURES, needs_ewt
 
 runner = CliRunner()
 
@@ -59,7 +60,22 @@ def test_ewt_fixture(tmp_path):
         ("surprise.01", "surprised", [("ARG0", "She didn't look it up"), ("R-ARG0", "which"), ("ARG1", "him")]),
     ]
     # PropBank splits `where-ever` into three tokens and keeps the multiword token `Im` whole
-    assert [t.text for t in dev] == ["Have", "a", "good", "trip", "where", "-", "ever", "you", "end", "up", ".", "Im", "sure", "."]
+    assert [t.text for t in dev] == [
+        "Have",
+        "a",
+        "good",
+        "trip",
+        "where",
+        "-",
+        "ever",
+        "you",
+        "end",
+        "up",
+        ".",
+        "Im",
+        "sure",
+        ".",
+    ]
     assert dev.text == "Have a good trip where-ever you end up. Im sure."
     assert frames_of(dev) == [
         ("trip.01", "trip", []),
@@ -70,7 +86,11 @@ def test_ewt_fixture(tmp_path):
     assert frames_of(test)[0] == ("say.01", "said", [("ARG1", "The man"), ("ARG0", "he"), ("C-ARG1", "left")])
     report = json.loads((tmp_path / "report.json").read_text())
     assert {k: report["train"][k] for k in ("documents", "sentences", "tokens", "predicates", "arguments")} == {
-        "documents": 1, "sentences": 3, "tokens": 19, "predicates": 3, "arguments": 11,
+        "documents": 1,
+        "sentences": 3,
+        "tokens": 19,
+        "predicates": 3,
+        "arguments": 11,
     }
     assert report["dev"]["predicates_by_type"] == {"verbal": 1, "nominal": 1, "adjectival": 1, "other": 0}
     assert report["test"]["arguments_by_role"] == {"ARG0": 2, "ARG1": 1, "C-ARG1": 1}
@@ -124,7 +144,9 @@ def test_ewt_missing_ud_document_is_reported(mini_ewt, tmp_path):
 
 def test_ewt_unalignable_sentence_is_reported(mini_ewt, tmp_path):
     ud = mini_ewt / "ud/not-to-release/sources/reviews/doc3.xml.conllu"
-    text = ud.read_text().replace("PRON\tPRP", "PRON\tVBZ").replace("DET\tDT", "DET\tVB").replace("NOUN\tNN", "NOUN\tCD")
+    text = (
+        ud.read_text().replace("PRON\tPRP", "PRON\tVBZ").replace("DET\tDT", "DET\tVB").replace("NOUN\tNN", "NOUN\tCD")
+    )
     ud.write_text(text.replace("PUNCT\t,", "PUNCT\tFW", 1))  # four tags in a row disagree: shifted tokens
     convert("ewt", mini_ewt, tmp_path / "out", "--min-recovery", "0")
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -201,7 +223,19 @@ def test_conll05_missing_input_is_a_clear_error(tmp_path):
     assert result.exit_code == 1 and "does not exist" in result.text
 
 
-@pytest.mark.parametrize("role,expected", [("A0", "ARG0"), ("AM-TMP", "ARGM-TMP"), ("C-A1", "C-ARG1"), ("R-AM-LOC", "R-ARGM-LOC"), ("AA", "ARGA"), ("V", "V"), ("C-V", "C-V"), ("ARG1", "ARG1")])
+@pytest.mark.parametrize(
+    "role,expected",
+    [
+        ("A0", "ARG0"),
+        ("AM-TMP", "ARGM-TMP"),
+        ("C-A1", "C-ARG1"),
+        ("R-AM-LOC", "R-ARGM-LOC"),
+        ("AA", "ARGA"),
+        ("V", "V"),
+        ("C-V", "C-V"),
+        ("ARG1", "ARG1"),
+    ],
+)
 def test_normalize_role(role, expected):
     assert normalize_role(role) == expected
 
@@ -232,7 +266,11 @@ def test_real_ewt_corpus(tmp_path):
     assert sum(len(get_frames(d)) for d in docs) == report["dev"]["predicates"]
     ud_texts = set()
     for path in (EWT_DIR / "ud/not-to-release/sources").rglob("*.conllu"):
-        ud_texts.update(line[len("# text = "):].rstrip("\n") for line in open(path, encoding="utf8") if line.startswith("# text = "))
+        ud_texts.update(
+            line[len("# text = ") :].rstrip("\n")
+            for line in open(path, encoding="utf8")
+            if line.startswith("# text = ")
+        )
     sentences = [s.text for d in docs for s in d.sents]
     matched = sum(s in ud_texts for s in sentences)
     assert matched >= 0.998 * len(sentences)

@@ -1,10 +1,20 @@
 """Constrained decoding: well-formed BIO paths, the predicate never inside an argument, one span per
 core role; the batched Viterbi finds exactly the per-predicate paths."""
+
 import itertools
 
 import numpy
 
-from albert_srl.components.decoding import CORE_ROLE, bio_labels, decode_arguments, decode_arguments_batch, spans_to_bio, viterbi_bio, viterbi_bio_batch, well_formed_rows
+from albert_srl.components.decoding import (
+    CORE_ROLE,
+    bio_labels,
+    decode_arguments,
+    decode_arguments_batch,
+    spans_to_bio,
+    viterbi_bio,
+    viterbi_bio_batch,
+    well_formed_rows,
+)
 
 
 def well_formed(path) -> bool:
@@ -34,7 +44,9 @@ def test_viterbi_finds_the_best_well_formed_path_exhaustively():
             log_probs[:, 0] += 4  # mostly O, as a trained head's rows are
         blocked = int(rng.integers(length))
         greedy_ok.append(bool(well_formed_rows(log_probs.argmax(axis=1)[None], numpy.array([blocked]))[0]))
-        candidates = [p for p in itertools.product(range(n_labels), repeat=length) if well_formed(p) and p[blocked] == 0]
+        candidates = [
+            p for p in itertools.product(range(n_labels), repeat=length) if well_formed(p) and p[blocked] == 0
+        ]
         best = max(candidates, key=lambda p: log_probs[numpy.arange(length), list(p)].sum())
         assert viterbi_bio(log_probs, head=blocked).tolist() == list(best)
     assert 5 < sum(greedy_ok) < 55
@@ -44,7 +56,9 @@ def test_batched_viterbi_ignores_padding_and_other_rows():
     rng = numpy.random.default_rng(1)
     n_labels = 1 + 2 * 6
     lengths = [1, 2, 7, 30, 13, 30, 4]
-    log_probs = numpy.stack([numpy.pad(random_log_probs(rng, n, n_labels), ((0, 30 - n), (0, 0)), constant_values=0.0) for n in lengths])
+    log_probs = numpy.stack(
+        [numpy.pad(random_log_probs(rng, n, n_labels), ((0, 30 - n), (0, 0)), constant_values=0.0) for n in lengths]
+    )
     blocked = [0, -1, 3, 29, 12, 0, 2]
     paths = viterbi_bio_batch(log_probs, lengths, blocked)
     for k, n in enumerate(lengths):
@@ -81,11 +95,13 @@ def test_bio_round_trip():
 
 def reference_decoding(log_probs, path, roles):
     """decode_arguments spelled out one token at a time."""
-    spans, start = [], None
+    spans, start, role = [], None, None
     for i, label in enumerate(list(path) + [0]):
         if label == 0 or label % 2 == 1:
             if start is not None:
-                spans.append((roles[role], start, i, float(numpy.exp(log_probs[numpy.arange(start, i), path[start:i]]).mean())))
+                spans.append(
+                    (roles[role], start, i, float(numpy.exp(log_probs[numpy.arange(start, i), path[start:i]]).mean()))
+                )
                 start = None
             if label % 2 == 1:
                 start, role = i, (label - 1) // 2
@@ -100,7 +116,9 @@ def test_batched_decoding_equals_the_token_by_token_one():
     rng = numpy.random.default_rng(2)
     roles = ["ARG0", "ARG1", "ARG2", "ARGM-TMP", "ARGM-LOC"]
     lengths = [1, 5, 40, 17, 40, 3]
-    log_probs = numpy.stack([numpy.pad(random_log_probs(rng, n, 1 + 2 * len(roles)), ((0, 40 - n), (0, 0))) for n in lengths])
+    log_probs = numpy.stack(
+        [numpy.pad(random_log_probs(rng, n, 1 + 2 * len(roles)), ((0, 40 - n), (0, 0))) for n in lengths]
+    )
     blocked = [0, 2, -1, 16, 5, 1]
     paths = viterbi_bio_batch(log_probs, lengths, blocked)
     decoded = decode_arguments_batch(log_probs, paths, roles)

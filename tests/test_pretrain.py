@@ -1,15 +1,15 @@
 """The encoder build: MLM + SOP + word-level distillation into an ALBERT, resume, and bad input."""
+
 import json
 import random
 import re
 from pathlib import Path
 
 import pytest
+from conftest import TEXTS, make_nlp
 from typer.testing import CliRunner
 
 from albert_srl.pipeline.pretrain import ChunkEncoder, app, layer_map, pool_words, split_sentences
-
-from conftest import TEXTS, make_nlp
 
 runner = CliRunner()
 SUBJECTS = ["John", "Mary", "The man", "A teacher", "Her brother", "The committee"]
@@ -18,7 +18,10 @@ OBJECTS = ["the book", "a letter", "the car", "some money", "an old map", "the k
 
 
 def story(rng: random.Random, n: int) -> str:
-    return " ".join(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(SUBJECTS).lower()} {rng.choice(OBJECTS)} yesterday." for _ in range(n))
+    return " ".join(
+        f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(SUBJECTS).lower()} {rng.choice(OBJECTS)} yesterday."
+        for _ in range(n)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,9 @@ def texts(tmp_path_factory) -> Path:
     """A WikiExtractor-style file of 40 short articles and a plain text file."""
     root = tmp_path_factory.mktemp("texts")
     rng = random.Random(0)
-    articles = [f'<doc id="{i}" url="x" title="T{i}">\nT{i}\n\n{story(rng, 6)}\n{story(rng, 4)}\n</doc>' for i in range(40)]
+    articles = [
+        f'<doc id="{i}" url="x" title="T{i}">\nT{i}\n\n{story(rng, 6)}\n{story(rng, 4)}\n</doc>' for i in range(40)
+    ]
     (root / "wiki_00").write_text("\n".join(articles) + "\n", encoding="utf8")
     (root / "notes.txt").write_text("\n".join(TEXTS) + "\n", encoding="utf8")
     return root
@@ -39,18 +44,49 @@ def tiny_teacher(tmp_path_factory) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizer
 
     root = tmp_path_factory.mktemp("teacher")
-    words = sorted({w.lower() for t in TEXTS + SUBJECTS + VERBS + OBJECTS + ["yesterday ."] for w in re.findall(r"\w+|[^\w\s]", t)})
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz")
+    words = sorted(
+        {w.lower() for t in TEXTS + SUBJECTS + VERBS + OBJECTS + ["yesterday ."] for w in re.findall(r"\w+|[^\w\s]", t)}
+    )
+    vocab = (
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        + words
+        + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+        + list("abcdefghijklmnopqrstuvwxyz")
+    )
     (root / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf8")
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(dict.fromkeys(vocab)), hidden_size=48, num_hidden_layers=2, num_attention_heads=2, intermediate_size=96, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(dict.fromkeys(vocab)),
+        hidden_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=96,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(root)
     BertTokenizer(str(root / "vocab.txt")).save_pretrained(root)
     return root
 
 
 def build(output: Path, texts: Path, spm: Path, teacher: Path, *extra: str):
-    args = [str(output), "--text", str(texts), "--spm", str(spm), "--teacher", str(teacher), "--shape", "tiny", "--batch-size", "8", "--max-words", "24", "--minutes", "5", *extra]
+    args = [
+        str(output),
+        "--text",
+        str(texts),
+        "--spm",
+        str(spm),
+        "--teacher",
+        str(teacher),
+        "--shape",
+        "tiny",
+        "--batch-size",
+        "8",
+        "--max-words",
+        "24",
+        "--minutes",
+        "5",
+        *extra,
+    ]
     return runner.invoke(app, args)
 
 
@@ -64,10 +100,17 @@ def test_chunks_align_both_tokenizers_to_the_same_words(tiny_albert, tiny_teache
     student = AlbertTokenizer.from_pretrained(tiny_albert)
     teacher = AutoTokenizer.from_pretrained(tiny_teacher, use_fast=True)
     encoder = ChunkEncoder(student, teacher, max_words=64, max_pieces=128)
-    chunks = list(encoder.chunks("Mary gave the man the book yesterday. She didn't look it up, which surprised him.", random.Random(1)))
+    chunks = list(
+        encoder.chunks(
+            "Mary gave the man the book yesterday. She didn't look it up, which surprised him.", random.Random(1)
+        )
+    )
     assert len(chunks) == 1
     chunk = chunks[0]
-    first_sentence, second_sentence = "mary gave the man the book yesterday .".split(), "she didn ' t look it up , which surprised him .".split()
+    first_sentence, second_sentence = (
+        "mary gave the man the book yesterday .".split(),
+        "she didn ' t look it up , which surprised him .".split(),
+    )
     # the two segments are the two sentences; sentence order decides which comes first
     words = second_sentence + first_sentence if chunk.swapped else first_sentence + second_sentence
     assert chunk.n_words == len(words)
@@ -83,7 +126,11 @@ def test_chunks_align_both_tokenizers_to_the_same_words(tiny_albert, tiny_teache
         assert "".join(t_pieces).replace("##", "") == word
     first_segment = [w for w, typ in zip(chunk.student_words, chunk.student_types) if typ == 0 and w >= 0]
     assert max(first_segment) == len(words[: len(second_sentence if chunk.swapped else first_sentence)]) - 1
-    swaps = [c.swapped for seed in range(40) for c in encoder.chunks("One short sentence here. And a second one.", random.Random(seed))]
+    swaps = [
+        c.swapped
+        for seed in range(40)
+        for c in encoder.chunks("One short sentence here. And a second one.", random.Random(seed))
+    ]
     assert 0 < sum(swaps) < len(swaps)  # both orders occur
 
 
@@ -108,7 +155,12 @@ def test_pool_words_and_layer_map():
     assert pooled.tolist() == [[2.0, 1.0], [5.0, 4.0], [0.0, 0.0]] and counts.tolist() == [2.0, 1.0, 0.0]
     assert layer_map(6, 6) == [(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6)]
     assert layer_map(4, 2) == [(2, 1), (4, 2)]
-    assert split_sentences("One here. Two there! (Three) now?\nFour") == ["One here.", "Two there!", "(Three) now?", "Four"]
+    assert split_sentences("One here. Two there! (Three) now?\nFour") == [
+        "One here.",
+        "Two there!",
+        "(Three) now?",
+        "Four",
+    ]
 
 
 def test_build_learns_and_writes_an_albert_that_spacy_loads(tmp_path, texts, tiny_albert, tiny_teacher):
@@ -189,12 +241,23 @@ def test_mask_words_never_masks_special_pieces_or_padding():
 
     from albert_srl.pipeline.pretrain import Chunk, collate, mask_words
 
-    chunks = [Chunk([2, 10, 11, 3, 12, 3], [0, 0, 0, 0, 1, 1], [-1, 0, 0, -1, 1, -1], [], [], [], 2, 0), Chunk([2, 13, 3, 14, 3], [0, 0, 0, 1, 1], [-1, 0, -1, 1, -1], [], [], [], 2, 1)]
+    chunks = [
+        Chunk([2, 10, 11, 3, 12, 3], [0, 0, 0, 0, 1, 1], [-1, 0, 0, -1, 1, -1], [], [], [], 2, 0),
+        Chunk([2, 13, 3, 14, 3], [0, 0, 0, 1, 1], [-1, 0, -1, 1, -1], [], [], [], 2, 1),
+    ]
     batch = collate(chunks, pad_id=0, teacher_pad_id=0, device="cpu")
-    assert batch["n_words"] == 4 and batch["s_words"][1].tolist()[:5] == [-1, 2, -1, 3, -1]  # word indices offset per chunk
+    assert batch["n_words"] == 4 and batch["s_words"][1].tolist()[:5] == [
+        -1,
+        2,
+        -1,
+        3,
+        -1,
+    ]  # word indices offset per chunk
     assert batch["s_ids"].shape[1] == 16 and batch["s_mask"].sum() == 11  # padded to a length bucket
     for seed in range(20):
-        masked, at, targets = mask_words(batch, 4, 0.5, mask_id=4, vocab_size=20, generator=torch.Generator().manual_seed(seed))
+        masked, at, targets = mask_words(
+            batch, 4, 0.5, mask_id=4, vocab_size=20, generator=torch.Generator().manual_seed(seed)
+        )
         assert (batch["s_words"][at] >= 0).all() and at.any()  # only word pieces, never CLS/SEP/padding
         assert torch.equal(targets, batch["s_ids"][at]) and torch.equal(masked[~at], batch["s_ids"][~at])
         # whole words: both pieces of the first word are masked together or not at all
@@ -206,7 +269,24 @@ def test_continue_pretraining_an_existing_albert_without_teacher(tmp_path, texts
     from transformers import AlbertModel
 
     out = tmp_path / "adapted"
-    result = runner.invoke(app, [str(out), "--text", str(texts), "--init", str(tiny_albert), "--teacher", "none", "--max-steps", "6", "--batch-size", "8", "--max-words", "24"])
+    result = runner.invoke(
+        app,
+        [
+            str(out),
+            "--text",
+            str(texts),
+            "--init",
+            str(tiny_albert),
+            "--teacher",
+            "none",
+            "--max-steps",
+            "6",
+            "--batch-size",
+            "8",
+            "--max-words",
+            "24",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "no teacher" in result.output
     before = AlbertModel.from_pretrained(tiny_albert).state_dict()
@@ -271,7 +351,14 @@ def test_student_embeddings_start_from_the_teachers(tiny_albert, tiny_teacher):
     student_tokenizer = AlbertTokenizer.from_pretrained(tiny_albert)
     hidden = teacher.config.hidden_size
     # embedding size = hidden size: the PCA keeps everything, so the projection gives the teacher's vectors back
-    config = AlbertConfig(vocab_size=len(student_tokenizer), embedding_size=hidden, hidden_size=hidden, num_attention_heads=2, intermediate_size=64, num_hidden_layers=1)
+    config = AlbertConfig(
+        vocab_size=len(student_tokenizer),
+        embedding_size=hidden,
+        hidden_size=hidden,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_hidden_layers=1,
+    )
     student = AlbertForPreTraining(config)
     assert init_embeddings_from_teacher(student, student_tokenizer, teacher, teacher_tokenizer) > 20
     mapping = student.albert.encoder.embedding_hidden_mapping_in
@@ -282,5 +369,14 @@ def test_student_embeddings_start_from_the_teachers(tiny_albert, tiny_teacher):
         back = mapping(student.albert.embeddings.word_embeddings.weight[piece])
         assert torch.allclose(back, t_emb[teacher_tokenizer.convert_tokens_to_ids(word[1:])], atol=1e-4)
     # a student whose hidden size differs from the teacher's keeps its random start
-    other = AlbertForPreTraining(AlbertConfig(vocab_size=len(student_tokenizer), embedding_size=16, hidden_size=64, num_attention_heads=2, intermediate_size=64, num_hidden_layers=1))
+    other = AlbertForPreTraining(
+        AlbertConfig(
+            vocab_size=len(student_tokenizer),
+            embedding_size=16,
+            hidden_size=64,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_hidden_layers=1,
+        )
+    )
     assert init_embeddings_from_teacher(other, student_tokenizer, teacher, teacher_tokenizer) == 0

@@ -1,4 +1,5 @@
 """The scorer against counts worked out by hand (CoNLL-2005 srl-eval.pl semantics)."""
+
 import spacy
 from spacy.training import Example
 
@@ -49,7 +50,9 @@ def test_scores_worked_by_hand():
     assert scores["srl_pred_per_type"]["nominal"] == {"p": 0.0, "r": 0.0, "f": 0.0}
     assert scores["srl_sense_acc"] == 0.5
     per_role = scores["srl_per_role"]
-    assert per_role["ARG0"]["p"] == 1.0 and abs(per_role["ARG0"]["r"] - 2 / 3) < 1e-9 and per_role["ARG0"]["support"] == 3
+    assert (
+        per_role["ARG0"]["p"] == 1.0 and abs(per_role["ARG0"]["r"] - 2 / 3) < 1e-9 and per_role["ARG0"]["support"] == 3
+    )
     assert per_role["ARG1"] == {"p": 0.0, "r": 0.0, "f": 0.0, "support": 1}
     assert per_role["ARGM-TMP"]["p"] == 0.0 and per_role["ARGM-TMP"]["support"] == 0
 
@@ -64,10 +67,13 @@ def test_continuation_without_base_counts_as_base():
 
 def test_props_lines():
     nlp = spacy.blank("en")
-    doc = doc_with(nlp, [
-        FrameSpec(4, "say.01", (4, 5), "verbal", [("ARG1", 0, 2), ("ARG0", 3, 4), ("C-ARG1", 6, 7)]),
-        FrameSpec(6, "leave.01", (6, 7), "verbal", [("ARG0", 0, 2)]),
-    ])
+    doc = doc_with(
+        nlp,
+        [
+            FrameSpec(4, "say.01", (4, 5), "verbal", [("ARG1", 0, 2), ("ARG0", 3, 4), ("C-ARG1", 6, 7)]),
+            FrameSpec(6, "leave.01", (6, 7), "verbal", [("ARG0", 0, 2)]),
+        ],
+    )
     lines = props_lines(doc)
     assert lines == [
         "-\t(ARG1*\t(ARG0*",

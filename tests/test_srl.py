@@ -3,13 +3,13 @@ multiprocessing, empty and predicate-less docs, long docs, token alignment."""
 
 import pytest
 import spacy
+from conftest import CNN_OVERRIDES, REPO, TRF_OVERRIDES, comparable, gold_token_doc, load_refs, make_nlp, train
 from spacy.tokens import DocBin
 from spacy.training import Example
 from spacy.util import load_config
 
 from albert_srl.components.frames import get_frames
 from albert_srl.components.scoring import score_srl
-from conftest import CNN_OVERRIDES, REPO, TRF_OVERRIDES, comparable, gold_token_doc, load_refs, make_nlp, train
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,14 @@ def test_overfitting_cnn(cnn_nlp, mini_corpus):
 
 def test_overfitting_factorized_head(mini_corpus):
     """SRLModel.v2 (pairs at pair_width, low-rank product) learns the fixture as well as v1 does."""
-    nlp = make_nlp("srl_cnn.cfg", {**CNN_OVERRIDES, "components.srl.model.@architectures": "albert_srl.SRLModel.v2", "components.srl.model.pair_width": 32})
+    nlp = make_nlp(
+        "srl_cnn.cfg",
+        {
+            **CNN_OVERRIDES,
+            "components.srl.model.@architectures": "albert_srl.SRLModel.v2",
+            "components.srl.model.pair_width": 32,
+        },
+    )
     losses = train(nlp, load_refs(mini_corpus), steps=200)
     head = nlp.get_pipe("srl").model.get_ref("head").shims[0]._model
     assert head.factorized and head.lstm.hidden_size == 16
@@ -159,7 +166,9 @@ def test_evaluate_command(trf_nlp, mini_corpus, tmp_path):
     nlp.to_disk(tmp_path / "model")
     app = typer.Typer()
     app.command()(main)
-    result = CliRunner().invoke(app, [str(tmp_path / "model"), str(mini_corpus / "train.spacy"), str(tmp_path / "metrics" / "dev.json")])
+    result = CliRunner().invoke(
+        app, [str(tmp_path / "model"), str(mini_corpus / "train.spacy"), str(tmp_path / "metrics" / "dev.json")]
+    )
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "metrics" / "dev.json").read_text())
     assert scores["srl_f"] == 1.0 and scores["gold_predicates"]["f"] == 1.0 and scores["srl_sense_acc"] == 1.0
@@ -169,7 +178,9 @@ def test_evaluate_command(trf_nlp, mini_corpus, tmp_path):
     assert gold == pred  # the overfit model reproduces the gold props exactly
     first = gold.split("\n")[1].split("\t")
     assert first[0] == "gave" and first[1] == "(V*)"
-    bad = CliRunner().invoke(app, [str(tmp_path / "no-model"), str(mini_corpus / "train.spacy"), str(tmp_path / "x.json")])
+    bad = CliRunner().invoke(
+        app, [str(tmp_path / "no-model"), str(mini_corpus / "train.spacy"), str(tmp_path / "x.json")]
+    )
     assert bad.exit_code == 1 and "Cannot load the pipeline" in bad.output
 
 
@@ -299,7 +310,9 @@ def test_sense_candidates_equal_the_full_logits():
     rows, senses = torch.tensor([0, 0, 2, 2, 2]), torch.tensor([4, 17, 0, 49, 3])
     with torch.no_grad():
         full = head.senses(H, heads)
-        torch.testing.assert_close(head.sense_candidates(H, heads, rows, senses), full[rows, senses], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            head.sense_candidates(H, heads, rows, senses), full[rows, senses], atol=1e-5, rtol=1e-5
+        )
         assert head.sense_candidates(H, heads, rows[:0], senses[:0]).shape == (0,)
 
 

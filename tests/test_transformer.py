@@ -1,16 +1,18 @@
 """albert_srl.TransformerModel.v1: spacy-transformers' model with bf16 autocast on capable CPUs and,
 when asked, int8 prediction."""
+
 import numpy
 import pytest
+from conftest import TEXTS, TRF_OVERRIDES, load_refs, make_nlp, train
 
 from albert_srl.components.transformer import cpu_bf16_supported, cpu_precision
-
-from conftest import TEXTS, TRF_OVERRIDES, load_refs, make_nlp, train
 
 HEAD = {"components.srl.model.hidden_width": 128}
 BF16 = {**TRF_OVERRIDES, "components.transformer.model.cpu_bf16": True}
 INT8 = {**TRF_OVERRIDES, "components.transformer.model.cpu_int8": True}
-needs_bf16 = pytest.mark.skipif(not cpu_bf16_supported(), reason="this CPU has no AVX512-BF16 or AMX: the architecture runs in fp32")
+needs_bf16 = pytest.mark.skipif(
+    not cpu_bf16_supported(), reason="this CPU has no AVX512-BF16 or AMX: the architecture runs in fp32"
+)
 TEXT = "John gave Mary the book yesterday. She didn't look it up, which surprised him."
 
 
@@ -26,11 +28,22 @@ def tiny_wordpiece_albert(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("wordpiece-albert")
     words = sorted({w for text in TEXTS for w in re.findall(r"\w+|[^\w\s]", text.lower())})
-    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words[::2], *sorted({w[:3] for w in words}), *sorted({"##" + w[3:] for w in words if len(w) > 3})]
+    pieces = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *words[::2],
+        *sorted({w[:3] for w in words}),
+        *sorted({"##" + w[3:] for w in words if len(w) > 3}),
+    ]
     (root / "vocab.txt").write_text("\n".join(dict.fromkeys(pieces)) + "\n")
     tokenizer = BertTokenizer(str(root / "vocab.txt"))
     torch.manual_seed(0)
-    AlbertModel(AlbertConfig(vocab_size=len(tokenizer), hidden_act="gelu", **SHAPES["tiny"])).save_pretrained(root / "encoder")
+    AlbertModel(AlbertConfig(vocab_size=len(tokenizer), hidden_act="gelu", **SHAPES["tiny"])).save_pretrained(
+        root / "encoder"
+    )
     tokenizer.save_pretrained(root / "encoder")
     return root / "encoder"
 
@@ -51,7 +64,15 @@ def test_default_config_runs_bf16_where_the_cpu_has_it(tiny_albert):
     for config in ("srl_trf.cfg", "srl_trf_gpu.cfg"):
         nlp = make_nlp(config, no_autocast, tiny_albert)
         assert cpu_precision(nlp.get_pipe("transformer").model) == ("bf16" if cpu_bf16_supported() else "fp32")
-        asked = make_nlp(config, {**no_autocast, "components.transformer.model.cpu_bf16": False, "components.transformer.model.cpu_int8": True}, tiny_albert)
+        asked = make_nlp(
+            config,
+            {
+                **no_autocast,
+                "components.transformer.model.cpu_bf16": False,
+                "components.transformer.model.cpu_int8": True,
+            },
+            tiny_albert,
+        )
         assert cpu_precision(asked.get_pipe("transformer").model) == "int8"
     assert cpu_precision(make_nlp("srl_trf.cfg", TRF_OVERRIDES, tiny_albert).get_pipe("transformer").model) == "fp32"
 
@@ -81,7 +102,9 @@ def test_bf16_pipeline_trains_and_round_trips(tiny_albert, mini_corpus, tmp_path
     loaded = spacy.load(tmp_path / "model")
     assert loaded.config["components"]["transformer"]["model"]["@architectures"] == "albert_srl.TransformerModel.v1"
     a, b = nlp(TEXT), loaded(TEXT)
-    assert [(s.start, s.end, s.label_) for s in a.spans["srl_arguments"]] == [(s.start, s.end, s.label_) for s in b.spans["srl_arguments"]]
+    assert [(s.start, s.end, s.label_) for s in a.spans["srl_arguments"]] == [
+        (s.start, s.end, s.label_) for s in b.spans["srl_arguments"]
+    ]
 
 
 def test_int8_predicts_close_to_fp32_and_keeps_fp32_weights(tiny_albert):
@@ -152,7 +175,9 @@ def test_fast_wordpiece_tokenizer_gives_the_slow_ones_ids_and_alignment(tiny_wor
     import spacy
 
     text = " ".join(TEXTS)
-    slow = make_nlp("srl_trf.cfg", {**TRF_OVERRIDES, "components.transformer.model.fast_wordpiece": False}, tiny_wordpiece_albert)
+    slow = make_nlp(
+        "srl_trf.cfg", {**TRF_OVERRIDES, "components.transformer.model.fast_wordpiece": False}, tiny_wordpiece_albert
+    )
     slow.initialize()
     expected = slow(text)._.trf_data
     assert type(slow.get_pipe("transformer").model.tokenizer).__name__ == "BertTokenizer"
@@ -161,7 +186,9 @@ def test_fast_wordpiece_tokenizer_gives_the_slow_ones_ids_and_alignment(tiny_wor
     data = nlp(text)._.trf_data
     assert type(nlp.get_pipe("transformer").model.tokenizer).__name__ == "BertTokenizerFast"
     assert data.wordpieces.strings == expected.wordpieces.strings and "[UNK]" not in data.wordpieces.strings[0]
-    assert any(piece.startswith("##") for piece in data.wordpieces.strings[0])  # words split into pieces: alignment is tested
+    assert any(
+        piece.startswith("##") for piece in data.wordpieces.strings[0]
+    )  # words split into pieces: alignment is tested
     numpy.testing.assert_array_equal(data.align.lengths, expected.align.lengths)
     numpy.testing.assert_array_equal(data.align.dataXd, expected.align.dataXd)
     numpy.testing.assert_allclose(data.tensors[0], expected.tensors[0], atol=1e-6)
@@ -195,7 +222,13 @@ def test_length_buckets_trim_padding_and_put_rows_back():
     for row, length in enumerate(lengths):
         ids[row, :length] = numpy.arange(1, length + 1) + 10 * row
     mask = (ids > 0).astype("float32")
-    batch = WordpieceBatch(strings=[[str(i) for i in row if i] for row in ids], input_ids=ids, attention_mask=mask, lengths=lengths, token_type_ids=None)
+    batch = WordpieceBatch(
+        strings=[[str(i) for i in row if i] for row in ids],
+        input_ids=ids,
+        attention_mask=mask,
+        lengths=lengths,
+        token_type_ids=None,
+    )
     cpu_layer = SimpleNamespace(ops=NumpyOps())
     padded, _ = forward(cpu_layer, batch, False)
     shapes.clear()
@@ -208,7 +241,9 @@ def test_length_buckets_trim_padding_and_put_rows_back():
     assert torch.equal(output.pooler_output, padded.pooler_output)
     # left-padded batches run as they are
     shapes.clear()
-    with_length_buckets(forward, max_tokens=14)(cpu_layer, WordpieceBatch(batch.strings, ids[:, ::-1].copy(), mask[:, ::-1].copy(), lengths, None), False)
+    with_length_buckets(forward, max_tokens=14)(
+        cpu_layer, WordpieceBatch(batch.strings, ids[:, ::-1].copy(), mask[:, ::-1].copy(), lengths, None), False
+    )
     assert shapes == [(5, 7)]
 
 
@@ -225,9 +260,13 @@ def test_length_buckets_give_the_padded_batchs_gradients(tiny_albert):
     nlp.initialize()
     hf_layer = nlp.get_pipe("transformer").model.layers[0]
     hf_model = shim_of(nlp)._model
-    assert hf_model.config.hidden_dropout_prob == 0 and hf_model.config.attention_probs_dropout_prob == 0  # same numbers both ways
+    assert (
+        hf_model.config.hidden_dropout_prob == 0 and hf_model.config.attention_probs_dropout_prob == 0
+    )  # same numbers both ways
     texts = TEXTS + [" ".join(TEXTS[: k + 2]) for k in range(len(TEXTS) - 1)]
-    wordpieces = WordpieceBatch.from_batch_encoding(huggingface_tokenize(nlp.get_pipe("transformer").model.tokenizer, texts))
+    wordpieces = WordpieceBatch.from_batch_encoding(
+        huggingface_tokenize(nlp.get_pipe("transformer").model.tokenizer, texts)
+    )
     mask = torch.as_tensor(wordpieces.attention_mask)[:, :, None]
     padded_forward = hf_layer._func
 
@@ -235,16 +274,27 @@ def test_length_buckets_give_the_padded_batchs_gradients(tiny_albert):
         hf_model.zero_grad()
         output, backprop = func(hf_layer, wordpieces, True)
         # gradients reach real wordpieces only (the listeners' alignment), as in spacy-transformers
-        gradient = torch.sin(torch.arange(output.last_hidden_state.numel(), dtype=torch.float32)).reshape(output.last_hidden_state.shape) * mask
+        gradient = (
+            torch.sin(torch.arange(output.last_hidden_state.numel(), dtype=torch.float32)).reshape(
+                output.last_hidden_state.shape
+            )
+            * mask
+        )
         backprop(ModelOutput(output_0=gradient))
-        return output.last_hidden_state * mask, {name: p.grad.clone() for name, p in hf_model.named_parameters() if p.grad is not None}
+        return output.last_hidden_state * mask, {
+            name: p.grad.clone() for name, p in hf_model.named_parameters() if p.grad is not None
+        }
 
     expected, expected_grads = step(padded_forward)
     groups = []
-    hook = hf_model.register_forward_pre_hook(lambda module, args, kwargs: groups.append(kwargs["input_ids"].shape), with_kwargs=True)
+    hook = hf_model.register_forward_pre_hook(
+        lambda module, args, kwargs: groups.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
     got, grads = step(with_length_buckets(padded_forward, max_tokens=64))
     hook.remove()
-    assert len({g[1] for g in groups}) > 2 and max(g[0] for g in groups) > 1  # groups of several rows, of several widths
+    assert (
+        len({g[1] for g in groups}) > 2 and max(g[0] for g in groups) > 1
+    )  # groups of several rows, of several widths
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert grads.keys() == expected_grads.keys() and len(grads) > 10
     for name, grad in grads.items():
@@ -259,7 +309,9 @@ def test_length_buckets_keep_the_pipelines_predictions(tiny_pipeline, mini_corpu
     padded = spacy.load(tiny_pipeline, config={"components": {"transformer": {"model": {"bucket_tokens": 0}}}})
     nlp = spacy.load(tiny_pipeline, config={"components": {"transformer": {"model": {"bucket_tokens": 64}}}})
     widths = []
-    hook = shim_of(nlp)._model.register_forward_pre_hook(lambda module, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    hook = shim_of(nlp)._model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
     docs = list(nlp.pipe(texts, batch_size=len(texts)))
     hook.remove()
     assert len(widths) > 1 and len({w[1] for w in widths}) > 1  # several groups, of different widths
@@ -282,10 +334,9 @@ def aligned_states(doc):
 
 
 def test_a_pipeline_trains_in_length_buckets(tiny_albert, mini_corpus):
+    from conftest import gold_token_doc
     from spacy.training import Example
     from thinc.api import Adam
-
-    from conftest import gold_token_doc
 
     nlp = make_nlp("srl_trf.cfg", {**TRF_OVERRIDES, "components.transformer.model.bucket_tokens": 64}, tiny_albert)
     nlp.get_pipe("transformer")
@@ -294,7 +345,9 @@ def test_a_pipeline_trains_in_length_buckets(tiny_albert, mini_corpus):
     examples = [Example(gold_token_doc(nlp, ref), ref) for ref in refs]
     optimizer = Adam(0.001)
     training_passes = []
-    hook = shim_of(nlp)._model.register_forward_pre_hook(lambda module, args, kwargs: training_passes.append(module.training), with_kwargs=True)
+    hook = shim_of(nlp)._model.register_forward_pre_hook(
+        lambda module, args, kwargs: training_passes.append(module.training), with_kwargs=True
+    )
     losses = []
     for _ in range(8):
         step = {}
@@ -321,7 +374,12 @@ def test_gpu_bf16_sets_the_cuda_autocast_dtype_for_the_call_only():
         seen.append(torch.get_autocast_dtype("cuda"))
         if docs == "fail":
             raise RuntimeError("out of memory")
-        output = SimpleNamespace(model_output={"last_hidden_state": torch.ones(2, 3, dtype=torch.bfloat16), "hidden_states": (torch.ones(1, dtype=torch.bfloat16),)})
+        output = SimpleNamespace(
+            model_output={
+                "last_hidden_state": torch.ones(2, 3, dtype=torch.bfloat16),
+                "hidden_states": (torch.ones(1, dtype=torch.bfloat16),),
+            }
+        )
         return output, None
 
     default = torch.get_autocast_dtype("cuda")
