@@ -141,33 +141,75 @@ def make_srl_scorer():
 # CoNLL-2005 props files, so anyone can re-check with srl-eval.pl
 
 
-def props_lines(doc: Doc) -> List[str]:
-    """One props block per sentence: predicate word or `-`, then one bracket column per predicate."""
+def frame_extent(frame: FrameSpec) -> Tuple[int, int]:
+    """The tokens a frame touches: its predicate, head and every argument piece."""
+    starts = [frame.head, frame.predicate[0]] + [start for _, start, _ in frame.arguments]
+    ends = [frame.head + 1, frame.predicate[1]] + [end for _, _, end in frame.arguments]
+    return min(starts), max(ends)
+
+
+def props_blocks(ref: Doc, *frame_sets: Sequence[FrameSpec]) -> List[Tuple[int, int]]:
+    """The blocks of a props file for one document: the reference's sentences, merged wherever a
+    frame of any set crosses a sentence boundary.
+
+    srl-eval.pl reads a props file block by block, so a predicted argument that reaches into the
+    next gold sentence (the senter joined two) must stay whole: cut at the gold boundary, it could
+    turn into a correct argument or vanish, and the two scorers would disagree."""
+    if not len(ref):
+        return []
+    sentences = ref.sents if ref.has_annotation("SENT_START") else [ref[:]]
+    boundaries = {sent.start for sent in sentences} - {0}
+    for frames in frame_sets:
+        for frame in frames:
+            start, end = frame_extent(frame)
+            boundaries.difference_update(range(start + 1, end))
+    edges = [0] + sorted(boundaries) + [len(ref)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def props_word(text: str) -> str:
+    """A token as srl-eval.pl can read it in the predicate column: no whitespace, never `-`."""
+    word = "_".join(text.split()) or "_"
+    return "_-_" if word == "-" else word
+
+
+def props_lines(words: Sequence[str], frames: Sequence[FrameSpec], blocks: Sequence[Tuple[int, int]]) -> List[str]:
+    """One props block per (start, end): the predicate's word or `-`, then one bracket column per
+    predicate whose head is in the block, in head order."""
     lines: List[str] = []
-    frames = frame_specs(doc)
-    sentences = list(doc.sents) if doc.has_annotation("SENT_START") else [doc[:]]
-    for sent in sentences:
-        own = [f for f in frames if sent.start <= f.head < sent.end]
+    for block_start, block_end in blocks:
+        own = sorted((f for f in frames if block_start <= f.head < block_end), key=lambda f: f.head)
         columns = []
-        for f in own:
-            cells = ["*"] * len(sent)
-            spans = [("V", *f.predicate)] + [a for a in f.arguments]
-            for role, start, end in spans:
-                start, end = max(start, sent.start) - sent.start, min(end, sent.end) - sent.start
-                if start >= end:
-                    continue
-                cells[start] = f"({role}" + cells[start]
-                cells[end - 1] = cells[end - 1] + ")"
+        for frame in own:
+            cells = ["*"] * (block_end - block_start)
+            spans = [("V", *frame.predicate)] + list(frame.arguments)
+            # inner spans first: where two spans share a start or an end, the outer one then opens
+            # before and closes after the inner one
+            for role, start, end in sorted(spans, key=lambda span: span[2] - span[1]):
+                if start < block_start or end > block_end or start >= end:
+                    raise ValueError(
+                        f"{role} span ({start}, {end}) lies outside its props block ({block_start}, {block_end})"
+                    )
+                cells[start - block_start] = f"({role}" + cells[start - block_start]
+                cells[end - 1 - block_start] += ")"
             columns.append(cells)
-        heads = {f.head - sent.start: doc[f.head].text for f in own}
-        for i in range(len(sent)):
-            row = [heads.get(i, "-")] + [col[i] for col in columns]
-            lines.append("\t".join(row))
+        heads = {frame.head: props_word(words[frame.head]) for frame in own}
+        for i in range(block_start, block_end):
+            lines.append("\t".join([heads.get(i, "-")] + [column[i - block_start] for column in columns]))
         lines.append("")
     return lines
 
 
-def write_props(docs: Iterable[Doc], path: Path) -> None:
-    with open(path, "w", encoding="utf8") as f:
-        for doc in docs:
-            f.write("\n".join(props_lines(doc)) + "\n")
+def write_props(
+    refs: Sequence[Doc], predicted: Sequence[Sequence[FrameSpec]], gold_path: Path, pred_path: Path
+) -> None:
+    """Write the reference frames and the predicted frames (in the references' token offsets) as
+    CoNLL-2005 props files with the same blocks, so `srl-eval.pl GOLD PRED` scores what
+    `SRLCounts` scores."""
+    with open(gold_path, "w", encoding="utf8") as gold_file, open(pred_path, "w", encoding="utf8") as pred_file:
+        for ref, pred_frames in zip(refs, predicted):
+            gold_frames = frame_specs(ref)
+            blocks = props_blocks(ref, gold_frames, pred_frames)
+            words = [token.text for token in ref]
+            gold_file.writelines(line + "\n" for line in props_lines(words, gold_frames, blocks))
+            pred_file.writelines(line + "\n" for line in props_lines(words, pred_frames, blocks))

@@ -4,9 +4,9 @@ Scores, all with the CoNLL-2005 scorer's semantics (components/scoring.py):
 - predicted predicates (the pipeline as users run it, raw tokens in, sentences found by the
   senter): `srl_f` (arguments), predicate P/R/F1, sense accuracy, end-to-end F1;
 - gold predicates (and gold sentences): argument P/R/F1, the setting of most published results.
-Also writes CoNLL-2005 props files `<props-prefix>.gold.props` and `.pred.props` (gold sentence
-rows) so that anyone can re-check with srl-eval.pl, and the predicted Docs as `.pred.spacy` (the
-report reads them).
+Also writes CoNLL-2005 props files `<props-prefix>.gold.props` and `.pred.props` (one block per
+gold sentence, merged where a frame crosses a sentence boundary) on which srl-eval.pl gives the same
+counts as `srl_f`, and the predicted Docs as `.pred.spacy` (the report reads them).
 
     python -m albert_srl.pipeline.evaluate training/model-best corpus/ewt/dev.spacy metrics/ewt-dev.json
 """
@@ -49,7 +49,7 @@ def plain_doc(nlp, ref: Doc, keep_sentences: bool) -> Doc:
 
 
 def with_gold_sentences(ref: Doc, predicted: Doc) -> Doc:
-    """The predicted frames on a copy of the reference (gold sentence rows for the props file)."""
+    """The predicted frames on a copy of the reference, with its gold sentences (for `report`)."""
     doc = ref.copy()
     set_frames(doc, frame_specs(predicted))
     return doc
@@ -126,9 +126,8 @@ def main(
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(scores, indent=2), encoding="utf8")
     prefix = props_prefix or output.with_suffix("")
-    write_props(refs, Path(f"{prefix}.gold.props"))
+    write_props(refs, [frame_specs(d) for d in docs], Path(f"{prefix}.gold.props"), Path(f"{prefix}.pred.props"))
     predicted = [with_gold_sentences(r, d) for r, d in zip(refs, docs)]
-    write_props(predicted, Path(f"{prefix}.pred.props"))
     # the predicted frames on the gold tokens and sentences, for `report` (confusions, examples)
     DocBin(docs=predicted, store_user_data=True).to_disk(Path(f"{prefix}.pred.spacy"))
     g = scores["gold_predicates"]

@@ -66,15 +66,11 @@ def test_continuation_without_base_counts_as_base():
 
 
 def test_props_lines():
-    nlp = spacy.blank("en")
-    doc = doc_with(
-        nlp,
-        [
-            FrameSpec(4, "say.01", (4, 5), "verbal", [("ARG1", 0, 2), ("ARG0", 3, 4), ("C-ARG1", 6, 7)]),
-            FrameSpec(6, "leave.01", (6, 7), "verbal", [("ARG0", 0, 2)]),
-        ],
-    )
-    lines = props_lines(doc)
+    frames = [
+        FrameSpec(4, "say.01", (4, 5), "verbal", [("ARG1", 0, 2), ("ARG0", 3, 4), ("C-ARG1", 6, 7)]),
+        FrameSpec(6, "leave.01", (6, 7), "verbal", [("ARG0", 0, 2)]),
+    ]
+    lines = props_lines(WORDS, frames, [(0, len(WORDS))])
     assert lines == [
         "-\t(ARG1*\t(ARG0*",
         "-\t*)\t*)",
