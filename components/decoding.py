@@ -69,7 +69,7 @@ def well_formed_rows(path: numpy.ndarray, blocked: numpy.ndarray) -> numpy.ndarr
 
 def constrained_viterbi(log_probs: numpy.ndarray, lengths: numpy.ndarray, blocked: numpy.ndarray) -> numpy.ndarray:
     """Viterbi under the BIO constraints, one numpy pass per position over all rows; each step
-    slices B- and I- labels as views (fancy indexing cost twice as much, README)."""
+    slices B- and I- labels as views (fancy indexing would copy them at every position)."""
     n_rows, max_len, n_labels = log_probs.shape
     rows = numpy.arange(n_rows)
     scores = log_probs.astype("float64")

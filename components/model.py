@@ -20,8 +20,8 @@ class SRLHead(nn.Module):
     """The PyTorch head. With `pair_width` (SRLModel.v2), (predicate, token) pairs are built at that
     width from terms computed once per token and once per predicate, the token x predicate product in
     a low-rank form; without it (v1), at the hidden width, the product through a full linear layer
-    per pair. The pair layers run once per (predicate, token) pair, about 4 per token on EWT, so
-    their width sets the head's cost."""
+    per pair. The pair layers run once per (predicate, token) pair, several per token, so their
+    width sets the head's cost."""
 
     def __init__(
         self,
@@ -135,19 +135,18 @@ class SRLHead(nn.Module):
                 lstm(packed)[0], batch_first=True, total_length=pairs.shape[1]
             )
             return context
-        # Prediction: the same numbers without packing (CPU LSTMs run packed sequences ~1.5x slower).
+        # Prediction: the same numbers without packing (CPU LSTMs run packed sequences slower).
         # Padding trails each row, so the forward direction is exact as it is; the backward one runs
         # on each row reversed within its length, which makes its padding trail too.
         n_rows, max_len, _ = pairs.shape
         state = (pairs.new_zeros(1, n_rows, lstm.hidden_size), pairs.new_zeros(1, n_rows, lstm.hidden_size))
         flipped = lengths[:, None] - 1 - torch.arange(max_len, device=pairs.device)[None, :]
         valid = flipped >= 0
-        # (row, position) indexing copies whole vectors; torch.gather reads an index per element (2.2x
-        # slower on a 256 x 32 x 128 chunk)
+        # (row, position) indexing copies whole vectors; torch.gather would read an index per element
         rows, flipped = torch.arange(n_rows, device=pairs.device)[:, None], flipped.clamp(min=0)
         reversed_rows = pairs[rows, flipped]
-        # bf16 (`cpu_bf16_lstm`): the recurrence's small matrix products are where AMX pays (2.2-2.5x on
-        # a 256 x 32 x 128 chunk); the outputs go back to fp32 for the residual sum
+        # bf16 (`cpu_bf16_lstm`): the recurrence's many small matrix products are where AMX pays; the
+        # outputs go back to fp32 for the residual sum
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16_lstm and pairs.device.type == "cpu"):
             forward = torch.lstm(
                 pairs,
@@ -187,7 +186,8 @@ def build_srl_model(
     max_distance: int = 32,
     dropout: float = 0.1,
 ) -> Model:
-    """`albert_srl.SRLModel.v1`: tok2vec + SRL head, pairs at the hidden width. The head is built once the labels are known."""
+    """`albert_srl.SRLModel.v1`: tok2vec + SRL head, pairs at the hidden width. The head is built
+    once the labels are known. Docs: README.md, "The SRL pipe"."""
     return srl_model(tok2vec, hidden_width, None, lstm_depth, max_distance, dropout)
 
 
@@ -251,4 +251,5 @@ def build_head(model: Model, width: int, n_predicate_labels: int, n_senses: int,
 
 
 def head_module(model: Model) -> SRLHead:
+    """The PyTorch head inside an SRL model (after `build_head`)."""
     return model.get_ref("head").shims[0]._model

@@ -19,7 +19,7 @@ from spacy.training import Example, validate_get_examples
 from spacy.util import from_disk as util_from_disk
 from spacy.util import registry
 from spacy.vocab import Vocab
-from thinc.api import Adam, Config, Model, Optimizer, torch2xp, xp2torch
+from thinc.api import Config, Model, Optimizer, torch2xp, xp2torch
 
 from albert_srl.components.decoding import bio_labels, decode_arguments_batch, spans_to_bio, viterbi_bio_batch
 from albert_srl.components.frames import PREDICATE_TYPES, FrameSpec, frame_specs, project_specs, same_tokens, set_frames
@@ -27,15 +27,15 @@ from albert_srl.components.model import build_head, head_module
 from albert_srl.components.scoring import score_srl
 from albert_srl.components.transformer import cpu_bf16_supported
 
-# Forked workers (nlp.pipe(n_process=...), Dask) deadlock in OpenMP if torch uses the thread pool
-# it inherited from the parent; one thread per worker process is also what they should use.
-os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
-
 PREDICATE_LABELS = ("O",) + PREDICATE_TYPES
-DEFAULT_MODEL_CONFIG = """
+# The head of configs/srl_trf.cfg, listening to the pipeline's transformer. The head optimizer
+# updates the randomly initialised head at its own rate while the encoder keeps the training
+# optimizer's (small, warmed-up) one.
+DEFAULT_CONFIG = """
 [model]
-@architectures = "albert_srl.SRLModel.v1"
+@architectures = "albert_srl.SRLModel.v2"
 hidden_width = 256
+pair_width = 128
 lstm_depth = 1
 max_distance = 32
 dropout = 0.1
@@ -47,8 +47,20 @@ upstream = "*"
 
 [model.tok2vec.pooling]
 @layers = "reduce_mean.v1"
+
+[head_optimizer]
+@optimizers = "Adam.v1"
+learn_rate = 0.002
+beta1 = 0.9
+beta2 = 0.999
+eps = 0.00000001
+L2 = 0.01
+L2_is_weight_decay = true
+grad_clip = 1.0
+use_averages = true
 """
-DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
+DEFAULT_MODEL = Config().from_str(DEFAULT_CONFIG)["model"]
+DEFAULT_HEAD_OPTIMIZER = Config().from_str(DEFAULT_CONFIG)["head_optimizer"]
 
 
 @Language.factory(
@@ -57,7 +69,8 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
     default_config={
         "model": DEFAULT_MODEL,
         "max_window": 128,
-        "head_learn_rate": 0.002,
+        "head_optimizer": DEFAULT_HEAD_OPTIMIZER,
+        "head_learn_rate": None,
         "cpu_bf16": False,
         "scorer": {"@scorers": "albert_srl.srl_scorer.v1"},
     },
@@ -75,14 +88,38 @@ def make_srl(
     name: str,
     model: Model,
     max_window: int,
-    head_learn_rate: float,
+    head_optimizer: Optional[Optimizer],
+    head_learn_rate: Optional[float],
     cpu_bf16: bool,
     scorer: Optional[Callable],
 ) -> "SemanticRoleLabeler":
-    """Create an `srl` pipe. Docs: README.md, "The SRL pipe"."""
+    """Create an `srl` pipe. `head_optimizer` updates the head (null: the training optimizer does).
+    `head_learn_rate` comes from configs written before `head_optimizer` (saved pipelines have it):
+    0 means no head optimizer, another value is the head optimizer's learn rate.
+    Docs: README.md, "The SRL pipe"."""
+    if head_learn_rate is not None:
+        if not head_learn_rate:
+            head_optimizer = None
+        elif head_optimizer is not None:
+            head_optimizer.learn_rate = head_learn_rate
     return SemanticRoleLabeler(
-        nlp.vocab, model, name, max_window=max_window, head_learn_rate=head_learn_rate, cpu_bf16=cpu_bf16, scorer=scorer
+        nlp.vocab, model, name, max_window=max_window, head_optimizer=head_optimizer, cpu_bf16=cpu_bf16, scorer=scorer
     )
+
+
+_FORKS_USE_ONE_THREAD = False
+
+
+def one_thread_per_worker() -> None:
+    """Make every process forked from this one run torch on one thread; idempotent.
+
+    spaCy's `nlp.pipe(n_process=...)` forks its workers on Linux: a worker that uses the OpenMP
+    thread pool it inherited deadlocks in it, and workers sharing the cores should not each take
+    them all."""
+    global _FORKS_USE_ONE_THREAD
+    if not _FORKS_USE_ONE_THREAD:
+        os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
+        _FORKS_USE_ONE_THREAD = True
 
 
 @registry.scorers("albert_srl.srl_scorer.v1")
@@ -105,17 +142,19 @@ class SemanticRoleLabeler(TrainablePipe):
         name: str = "srl",
         *,
         max_window: int = 128,
-        head_learn_rate: float = 0.002,
+        head_optimizer: Optional[Optimizer] = None,
         cpu_bf16: bool = False,
         scorer: Optional[Callable] = score_srl,
     ):
+        # Here, not where the project starts workers: a user's own nlp.pipe(n_process=2) forks too,
+        # and this pipe exists in the parent before any fork (a worker's first predict would be too
+        # late: the transformer runs before it).
+        one_thread_per_worker()
         self.vocab = vocab
         # prediction on a CPU with bf16 support runs the argument BiLSTM under bf16 autocast
         self.cpu_bf16_lstm = cpu_bf16 and cpu_bf16_supported()
-        # The randomly initialised head learns at its own rate; the encoder keeps the training
-        # optimizer's (small, warmed-up) one. 0 = one optimizer for both.
-        self.head_learn_rate = head_learn_rate
-        self._head_optimizer: Optional[Optimizer] = None
+        # updates the head (its state lives here, with the pipe); None: the training optimizer does
+        self.head_optimizer = head_optimizer
         self.model = model
         self.name = name
         self.scorer = scorer
@@ -168,7 +207,7 @@ class SemanticRoleLabeler(TrainablePipe):
         """The token range each predicate's arguments may come from: its sentence, clipped."""
         if sent_starts is None:
             has_sents = doc.has_annotation("SENT_START")
-            # to_array: no Token objects (building them cost ~6% of the pipeline's time)
+            # to_array: no Token objects (building one per token is slow)
             sent_starts = (doc.to_array("SENT_START") == 1) if has_sents else [i == 0 for i in range(len(doc))]
         flags = numpy.array(sent_starts, dtype=bool)
         flags[:1] = True
@@ -255,8 +294,9 @@ class SemanticRoleLabeler(TrainablePipe):
     def _length_sorted_chunks(self, lengths: numpy.ndarray) -> List[numpy.ndarray]:
         """Predicate indices by window length, cut into chunks of at most `chunk_pairs` padded pairs,
         and cut early where the next window would make more than `chunk_padding` of a chunk padding
-        (once it holds `chunk_min_rows` predicates): the shortest windows span lengths 1 to ~16 in a
-        batch, and padding them all to the longest had the head score 1.5 pairs per real one on EWT dev."""
+        (once it holds `chunk_min_rows` predicates): a batch's windows range from a few tokens to a
+        whole sentence, and padding the short ones to the longest would have the head score mostly
+        padding."""
         order = numpy.argsort(lengths, kind="stable")
         sorted_lengths = numpy.maximum(lengths[order], 1)
         real = numpy.concatenate([[0], numpy.cumsum(sorted_lengths)])  # real[k]: pairs in the first k
@@ -310,7 +350,8 @@ class SemanticRoleLabeler(TrainablePipe):
             set_frames(doc, specs, scores=(pred_scores, arg_scores))
 
     def label_given_predicates(self, docs: List[Doc]) -> List[Doc]:
-        """Sense and arguments for the predicates already in `doc.spans["srl_predicates"]` (gold-predicate evaluation)."""
+        """Sense and arguments for the predicates already in `doc.spans["srl_predicates"]`
+        (gold-predicate evaluation)."""
         heads = [[f.head for f in frame_specs(doc)] for doc in docs]
         self.set_annotations(docs, self.predict(docs, given_heads=heads))
         return docs
@@ -413,13 +454,12 @@ class SemanticRoleLabeler(TrainablePipe):
         return losses
 
     def finish_update(self, sgd: Optimizer) -> None:
-        if not self.head_learn_rate:
+        """The encoder (tok2vec) steps with `sgd`; the head with `head_optimizer` if there is one."""
+        if self.head_optimizer is None:
             self.model.finish_update(sgd)
             return
-        if self._head_optimizer is None:
-            self._head_optimizer = Adam(self.head_learn_rate, grad_clip=1.0, L2=0.01, L2_is_weight_decay=True)
         self.model.get_ref("tok2vec").finish_update(sgd)
-        self.model.get_ref("head").finish_update(self._head_optimizer)
+        self.model.get_ref("head").finish_update(self.head_optimizer)
 
     def get_loss(self, examples: Iterable[Example], scores) -> Tuple[float, None]:
         """The training loss of `examples` (no gradients): predicate + sense + argument cross-entropy."""

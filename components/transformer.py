@@ -1,26 +1,28 @@
-"""spacy-transformers' TransformerModel with the CPU speed options that keep accuracy.
+"""`albert_srl.TransformerModel.v1`: spacy-transformers' TransformerModel with options that make
+it cheaper to run on CPUs and GPUs; all but `cpu_int8` keep its outputs within rounding.
 
-thinc's PyTorch shim only autocasts on CUDA (`mixed_precision`); on a CPU with AVX512-BF16 or AMX,
-bf16 autocast runs the encoder about 2-3x faster (FINDINGS.md). The wrapped forward pass runs the
-HF model under `torch.autocast("cpu", torch.bfloat16)` and hands float32 outputs on, so everything
-downstream (listeners, the SRL head, numpy) sees the usual dtype. With `cpu_int8`, CPUs without
-bf16 predict with a dynamically int8-quantized copy of the encoder's linear layers instead (training
-never does). bf16 kept EWT dev SRL F1 within 0.3 points; int8 did on one pipeline (+0.18) but cost
-3.33 on another, so it is off by default (README, `benchmark options`).
+- `cpu_bf16`: on a CPU with native bf16 (AVX512-BF16 or AMX), the encoder runs under
+  `torch.autocast("cpu", torch.bfloat16)`; thinc's PyTorch shim only autocasts on CUDA. Outputs
+  go on as float32, so listeners, the SRL head and numpy see the usual dtype.
+- `cpu_int8`: where bf16 is not used, CPU prediction uses a dynamically int8-quantized copy of the
+  encoder's linear layers (training never does). Off by default: it can cost accuracy.
+- `gpu_bf16`: with `mixed_precision`, GPUs autocast to bf16 instead of fp16 (no loss scaling).
+- `fused_gelu`: ALBERT's `gelu_new` (the tanh approximation of GELU, as eight element-wise
+  operations) is swapped for PyTorch's fused kernel of the same formula before the first pass.
+- `fast_wordpiece`: a slow BERT WordPiece tokenizer is swapped for its fast equivalent (same ids
+  and alignment). Stored weights are not changed; a pipeline saved after the swap stores the fast
+  tokenizer (same vocabulary).
+- `bucket_tokens`: on CPUs a batch's windows run in groups of similar length instead of one batch
+  padded to its longest window: the same vectors and gradients, with less padding computed.
 
-ALBERT's activation, `gelu_new`, is the tanh approximation of GELU written as eight element-wise
-operations; PyTorch has the same formula as one fused kernel (`GELU(approximate="tanh")`).
-`fused_gelu` swaps it in before the first forward pass (outputs equal within 2e-6; 1.38x on the
-albert-base SRL pipeline on 2 CPU cores, README); `fast_wordpiece` swaps a slow BERT WordPiece
-tokenizer for its fast equivalent. The stored weights are not changed; a pipeline saved after the
-swap stores the fast tokenizer (same vocabulary). `bucket_tokens` predicts a batch's windows in
-groups of similar length instead of one batch padded to its longest window (39% of the positions on
-EWT dev were padding): the same vectors and gradients, 1.46x the words/s of a trained pipeline (README).
+Each option wraps the model's forward function; `model.attrs["encoder_options"]` records which
+wrapping the model was built with (`cpu_precision`, `gpu_precision` read it).
 """
 
 import tempfile
 import warnings
 import weakref
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy
@@ -57,6 +59,8 @@ def outputs_to_float32(output) -> None:
 
 
 def with_cpu_bf16(forward: Callable) -> Callable:
+    """On CPUs, `forward` under bf16 autocast, its outputs handed on as float32."""
+
     def autocast_forward(model, docs: List[Doc], is_train: bool):
         if model.ops.device_type != "cpu":
             return forward(model, docs, is_train)
@@ -65,7 +69,6 @@ def with_cpu_bf16(forward: Callable) -> Callable:
         outputs_to_float32(output)
         return output, backprop
 
-    autocast_forward.__wrapped__ = forward
     return autocast_forward
 
 
@@ -86,7 +89,6 @@ def with_gpu_bf16(forward: Callable) -> Callable:
         outputs_to_float32(output)
         return output, backprop
 
-    gpu_bf16_forward.__wrapped__ = forward
     return gpu_bf16_forward
 
 
@@ -108,8 +110,9 @@ def fast_wordpiece_tokenizer(tokenizer):
     """The fast equivalent of a slow BERT WordPiece tokenizer (MiniLM-as-ALBERT's), else None.
 
     WordPiece splits on whitespace first, so its offsets never include a space and spacy-transformers
-    aligns them correctly (unlike ALBERT's SentencePiece fast tokenizer, FINDINGS.md); on EWT dev it
-    gave the slow one's ids and alignment exactly, in a quarter of the time."""
+    aligns them correctly, giving the slow tokenizer's ids and alignment. ALBERT's SentencePiece fast
+    tokenizer is left alone: its offsets can include the space before a word, which misaligns
+    spaCy tokens in spacy-transformers 1.4."""
     from transformers import BertTokenizer, BertTokenizerFast
 
     if type(tokenizer) is not BertTokenizer:
@@ -149,7 +152,7 @@ def with_prepared_encoder(forward: Callable, fused_gelu: bool, fast_wordpiece: b
     return prepared_forward
 
 
-BUCKET_TOKENS = 1024  # padded wordpieces per group: 768-1,024 were fastest on EWT dev (2 CPU cores)
+BUCKET_TOKENS = 1024  # padded wordpieces per group: small enough to cut padding, large enough to batch
 
 
 def length_groups(lengths: numpy.ndarray, max_tokens: int) -> List[numpy.ndarray]:
@@ -201,8 +204,8 @@ def place_rows(values, n_rows: int, width: Optional[int]) -> torch.Tensor:
 def with_length_buckets(forward: Callable, max_tokens: int) -> Callable:
     """Run a batch of windows in groups of similar length, each padded to its own longest.
 
-    spacy-transformers pads every window of a batch to the longest one: on EWT dev 39% of the
-    positions the encoder computed were padding. Each window's own positions give the same
+    spacy-transformers pads every window of a batch to the longest one, so with windows of mixed
+    lengths much of what the encoder computes is padding. Each window's own positions give the same
     vectors either way (the attention mask hides padding); padded positions come back as zeros,
     which nothing reads (the alignment points at real wordpieces only). In training each group's
     gradient flows back through its own graph and the weights' gradients add up, as in one batch.
@@ -210,7 +213,7 @@ def with_length_buckets(forward: Callable, max_tokens: int) -> Callable:
 
     def forward_in_length_buckets(model, wordpieces, is_train: bool):
         n_rows = len(wordpieces)
-        # GPUs: not measured yet; a gradient scaler would unscale the summed gradients once per group
+        # GPUs run the padded batch as it is; a gradient scaler would unscale the summed gradients once per group
         if n_rows < 2 or model.ops.device_type != "cpu" or (is_train and model.shims[0]._grad_scaler._enabled):
             return forward(model, wordpieces, is_train)
         mask = numpy.asarray(wordpieces.attention_mask)
@@ -288,8 +291,20 @@ def with_cpu_int8(forward: Callable) -> Callable:
         finally:
             shim._model = original
 
-    int8_forward.__wrapped__ = forward
     return int8_forward
+
+
+@dataclass(frozen=True)
+class EncoderOptions:
+    """What `create_transformer_model` built a model with, in `model.attrs["encoder_options"]`.
+    thinc saves only the attrs msgpack can write, so this is never saved: like the wrapping, it
+    follows the config a pipeline is loaded with (and the CPU it is loaded on)."""
+
+    cpu_precision: str  # "bf16", "int8" or "fp32"
+    gpu_precision: str  # "bf16" or "fp16" (autocast), or "fp32"
+    fused_gelu: bool
+    fast_wordpiece: bool
+    bucket_tokens: int
 
 
 @registry.architectures("albert_srl.TransformerModel.v1")
@@ -315,7 +330,17 @@ def create_transformer_model(
     `bucket_tokens`: on CPUs a batch's windows run in groups of similar length of at most this many
     padded wordpieces (same vectors and gradients, less padding; 0: one batch padded to its longest).
     Docs: README.md, "The SRL pipe"."""
+    options = EncoderOptions(
+        cpu_precision="bf16" if cpu_bf16 and cpu_bf16_supported() else "int8" if cpu_int8 else "fp32",
+        gpu_precision=("bf16" if gpu_bf16 else "fp16") if mixed_precision else "fp32",
+        fused_gelu=fused_gelu,
+        fast_wordpiece=fast_wordpiece,
+        bucket_tokens=bucket_tokens,
+    )
     model = TransformerModel(name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config)
+    model.attrs["encoder_options"] = options
+    # A thinc model's forward pass is its `_func`: each option wraps the one before (the length
+    # buckets wrap the HF layer's, beneath the tokenizer and alignment).
     if bucket_tokens > 0:
         hf_layer = model.layers[0]
         hf_layer._func = with_length_buckets(hf_layer._func, bucket_tokens)
@@ -324,24 +349,18 @@ def create_transformer_model(
         model._func = with_prepared_encoder(model._func, fused_gelu, fast_wordpiece)
     if gpu_bf16:
         model._func = with_gpu_bf16(model._func)
-    if cpu_bf16 and cpu_bf16_supported():
+    if options.cpu_precision == "bf16":
         model._func = with_cpu_bf16(model._func)
-    elif cpu_int8:
+    elif options.cpu_precision == "int8":
         model._func = with_cpu_int8(model._func)
     return model
 
 
 def gpu_precision(model) -> str:
     """What a transformer model built by this module runs on a GPU: fp32, or fp16 or bf16 autocast."""
-    if not model.layers[0].shims[0]._mixed_precision:
-        return "fp32"
-    func = model._func
-    while func is not None and getattr(func, "__name__", "") != "gpu_bf16_forward":
-        func = getattr(func, "__wrapped__", None)
-    return "fp16" if func is None else "bf16"
+    return model.attrs["encoder_options"].gpu_precision
 
 
 def cpu_precision(model) -> str:
     """What a transformer model built by this module runs on a CPU: bf16, int8 or fp32."""
-    name = getattr(model._func, "__name__", "")
-    return {"autocast_forward": "bf16", "int8_forward": "int8"}.get(name, "fp32")
+    return model.attrs["encoder_options"].cpu_precision

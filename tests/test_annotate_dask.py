@@ -4,7 +4,7 @@ part redone, not duplicated."""
 import pandas as pd
 import pytest
 import spacy
-from conftest import REPO
+from common import REPO
 from test_annotate import corpus_texts, read, run, temporaries, write_store
 
 distributed = pytest.importorskip(

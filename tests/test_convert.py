@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import spacy
-from conftest import EWT_DIR, FIXTURES, needs_ewt
+from common import EWT_DIR, FIXTURES, needs_ewt
 from spacy.tokens import DocBin
 from typer.testing import CliRunner
 

@@ -3,12 +3,13 @@ multiprocessing, empty and predicate-less docs, long docs, token alignment."""
 
 import pytest
 import spacy
-from conftest import CNN_OVERRIDES, REPO, TRF_OVERRIDES, comparable, gold_token_doc, load_refs, make_nlp, train
+from common import CNN_OVERRIDES, REPO, TRF_OVERRIDES, comparable, gold_token_doc, load_refs, make_nlp, train
 from spacy.tokens import DocBin
 from spacy.training import Example
 from spacy.util import load_config
 
 from albert_srl.components.frames import get_frames
+from albert_srl.components.model import head_module
 from albert_srl.components.scoring import score_srl
 
 
@@ -39,11 +40,38 @@ def test_overfitting_factorized_head(mini_corpus):
         },
     )
     losses = train(nlp, load_refs(mini_corpus), steps=200)
-    head = nlp.get_pipe("srl").model.get_ref("head").shims[0]._model
+    head = head_module(nlp.get_pipe("srl").model)
     assert head.factorized and head.lstm.hidden_size == 16
     assert losses["srl"] < 0.05
     for ref in load_refs(mini_corpus):
         assert comparable(nlp(gold_token_doc(nlp, ref))) == comparable(ref)
+
+
+def test_default_config_trains_and_predicts_frames(tiny_albert, mini_corpus):
+    """`nlp.add_pipe("srl")` with the factory's defaults (SRLModel.v2, listening to the pipeline's
+    transformer; its own head optimizer) learns the fixture and predicts its frames."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config={"model": {"name": str(tiny_albert), "tokenizer_config": {"use_fast": False}}})
+    srl = nlp.add_pipe("srl")
+    assert nlp.get_pipe_config("srl")["model"]["@architectures"] == "albert_srl.SRLModel.v2"
+    refs = load_refs(mini_corpus)
+    losses = train(nlp, refs, steps=100)  # seeded (spacy.util.fix_random_seed)
+    assert losses["srl"] < 0.05
+    assert srl.head_optimizer.nr_update  # the head stepped with its own optimizer, whose state the pipe holds
+    for ref in refs:
+        assert comparable(nlp(gold_token_doc(nlp, ref, with_sents=True))) == comparable(ref)
+
+
+def test_head_optimizer_settings():
+    """The default head optimizer is Adam at 2e-3 with weight decay 0.01 and gradient clipping at 1;
+    `head_learn_rate` (configs written before `head_optimizer`) sets its rate, and 0 removes it."""
+    nlp = spacy.blank("en")
+    default = nlp.add_pipe("srl", name="default").head_optimizer
+    assert (default.learn_rate, default.L2, default.L2_is_weight_decay, default.grad_clip) == (0.002, 0.01, True, 1.0)
+    assert (default.b1, default.b2, default.eps, default.averages) == (0.9, 0.999, 1e-8, {})
+    assert nlp.add_pipe("srl", name="older", config={"head_learn_rate": 0.01}).head_optimizer.learn_rate == 0.01
+    assert nlp.add_pipe("srl", name="shared", config={"head_learn_rate": 0}).head_optimizer is None
+    assert nlp.add_pipe("srl", name="none", config={"head_optimizer": None}).head_optimizer is None
 
 
 def test_overfitting_transformer(trf_nlp, mini_corpus):
@@ -143,7 +171,7 @@ def test_gold_predicates_mode(trf_nlp, mini_corpus):
 
 
 def test_albert_token_alignment(tiny_albert):
-    """Each spaCy token aligns to its own wordpieces only (the fast tokenizer misaligns: FINDINGS.md)."""
+    """Each spaCy token aligns to its own wordpieces only (ALBERT's fast tokenizer would misalign them)."""
     nlp = make_nlp("srl_trf.cfg", TRF_OVERRIDES, tiny_albert)
     nlp.initialize()
     doc = nlp.get_pipe("transformer")(nlp.make_doc("The cat sat on the mat with Mary."))
@@ -356,7 +384,7 @@ def test_overfitting_transformer_on_gpu(mini_corpus, tiny_albert):
         nlp = make_nlp("srl_trf.cfg", TRF_OVERRIDES, tiny_albert)
         refs = load_refs(mini_corpus)
         losses = train(nlp, refs, steps=300)
-        head = nlp.get_pipe("srl").model.get_ref("head").shims[0]._model
+        head = head_module(nlp.get_pipe("srl").model)
         assert next(head.parameters()).is_cuda
         assert losses["srl"] < 0.05
         for ref in refs:

@@ -3,7 +3,7 @@ when asked, int8 prediction."""
 
 import numpy
 import pytest
-from conftest import TEXTS, TRF_OVERRIDES, load_refs, make_nlp, train
+from common import TEXTS, TRF_OVERRIDES, load_refs, make_nlp, train
 
 from albert_srl.components.transformer import cpu_bf16_supported, cpu_precision
 
@@ -54,8 +54,9 @@ def trf_tensor(nlp, text=TEXT):
     return data.tensors[0]
 
 
-def shim_of(nlp):
-    return nlp.get_pipe("transformer").model.layers[0].shims[0]
+def encoder_of(nlp):
+    """The HF model inside the pipeline's transformer."""
+    return nlp.get_pipe("transformer").model.transformer
 
 
 def test_default_config_runs_bf16_where_the_cpu_has_it(tiny_albert):
@@ -119,7 +120,7 @@ def test_int8_predicts_close_to_fp32_and_keeps_fp32_weights(tiny_albert):
     difference = numpy.abs(tensors["fp32"] - tensors["int8"]).max()
     assert 0 < difference < 0.1 * numpy.abs(tensors["fp32"]).max()  # quantized, not another model
     # the int8 copy is only swapped in for the prediction: training and serialization see fp32 Linear layers
-    encoder = shim_of(nlp)._model
+    encoder = encoder_of(nlp)
     assert any(type(m) is torch.nn.Linear for m in encoder.modules())
     assert not any("packed" in key for key in encoder.state_dict())
 
@@ -151,7 +152,7 @@ def test_fused_gelu_swaps_albert_activation_and_keeps_outputs(tiny_albert, mini_
     from transformers.activations import NewGELUActivation
 
     def activations(nlp):
-        return [type(m) for m in shim_of(nlp)._model.modules() if isinstance(m, (NewGELUActivation, torch.nn.GELU))]
+        return [type(m) for m in encoder_of(nlp).modules() if isinstance(m, (NewGELUActivation, torch.nn.GELU))]
 
     unfused = make_nlp("srl_trf.cfg", {**TRF_OVERRIDES, "components.transformer.model.fused_gelu": False}, tiny_albert)
     unfused.initialize()
@@ -162,7 +163,7 @@ def test_fused_gelu_swaps_albert_activation_and_keeps_outputs(tiny_albert, mini_
     assert set(activations(nlp)) == {NewGELUActivation}  # swapped at the first forward pass, not before
     numpy.testing.assert_allclose(trf_tensor(nlp), reference, atol=1e-5)
     assert activations(nlp) and set(activations(nlp)) == {torch.nn.GELU}
-    assert shim_of(nlp)._model.config.hidden_act == "gelu_new"
+    assert encoder_of(nlp).config.hidden_act == "gelu_new"
     # training runs through the fused kernel, and a loaded pipeline (a new HF model) is fused again
     train(nlp, load_refs(mini_corpus)[:2], steps=2)
     nlp.to_disk(tmp_path / "model")
@@ -259,7 +260,7 @@ def test_length_buckets_give_the_padded_batchs_gradients(tiny_albert):
     nlp = make_nlp("srl_trf.cfg", {**TRF_OVERRIDES, "components.transformer.model.bucket_tokens": 0}, tiny_albert)
     nlp.initialize()
     hf_layer = nlp.get_pipe("transformer").model.layers[0]
-    hf_model = shim_of(nlp)._model
+    hf_model = encoder_of(nlp)
     assert (
         hf_model.config.hidden_dropout_prob == 0 and hf_model.config.attention_probs_dropout_prob == 0
     )  # same numbers both ways
@@ -309,7 +310,7 @@ def test_length_buckets_keep_the_pipelines_predictions(tiny_pipeline, mini_corpu
     padded = spacy.load(tiny_pipeline, config={"components": {"transformer": {"model": {"bucket_tokens": 0}}}})
     nlp = spacy.load(tiny_pipeline, config={"components": {"transformer": {"model": {"bucket_tokens": 64}}}})
     widths = []
-    hook = shim_of(nlp)._model.register_forward_pre_hook(
+    hook = encoder_of(nlp).register_forward_pre_hook(
         lambda module, args, kwargs: widths.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
     )
     docs = list(nlp.pipe(texts, batch_size=len(texts)))
@@ -334,7 +335,7 @@ def aligned_states(doc):
 
 
 def test_a_pipeline_trains_in_length_buckets(tiny_albert, mini_corpus):
-    from conftest import gold_token_doc
+    from common import gold_token_doc
     from spacy.training import Example
     from thinc.api import Adam
 
@@ -345,7 +346,7 @@ def test_a_pipeline_trains_in_length_buckets(tiny_albert, mini_corpus):
     examples = [Example(gold_token_doc(nlp, ref), ref) for ref in refs]
     optimizer = Adam(0.001)
     training_passes = []
-    hook = shim_of(nlp)._model.register_forward_pre_hook(
+    hook = encoder_of(nlp).register_forward_pre_hook(
         lambda module, args, kwargs: training_passes.append(module.training), with_kwargs=True
     )
     losses = []

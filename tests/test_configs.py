@@ -1,0 +1,65 @@
+"""The training configs are complete (`spacy init fill-config` adds nothing) and the GPU config differs
+from the CPU one only where a GPU is meant to differ."""
+
+import pytest
+from common import REPO
+from spacy.cli.init_config import fill_config
+from spacy.util import load_config
+
+CONFIGS = sorted((REPO / "configs").glob("*.cfg"))
+
+# Keys of configs/srl_trf_gpu.cfg whose values differ from configs/srl_trf.cfg; every other key is the same.
+GPU_ONLY_KEYS = {
+    # albert-base-v2, the full-size encoder, instead of the CPU config's small local one
+    "paths.encoder",
+    # spacy-transformers' fp16 autocast, which runs on GPUs only
+    "components.transformer.model.mixed_precision",
+    # a wider SRL head for the larger encoder
+    "components.srl.model.hidden_width",
+    # a GPU affords a ten times longer run, evaluated less often
+    "training.max_steps",
+    "training.eval_frequency",
+    # larger batches fit in GPU memory
+    "training.batcher.size",
+    # the schedule of the larger encoder: a longer warm-up to a lower peak, decaying to zero at max_steps
+    # (the CPU config stops at 2,000 of its 2,600 decay steps)
+    "training.optimizer.learn_rate.warmup_steps",
+    "training.optimizer.learn_rate.total_steps",
+    "training.optimizer.learn_rate.initial_rate",
+}
+
+
+def flatten(section: dict, prefix: str = "") -> dict:
+    """A config's values by dotted key (`training.batcher.size`); empty sections are kept as {}."""
+    flat = {}
+    for key, value in section.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[path.name for path in CONFIGS])
+def test_training_configs_are_filled(path, tmp_path):
+    """`spacy init fill-config` leaves every training config as it is: all its settings are written out."""
+    if "training" not in load_config(path, interpolate=False):
+        pytest.skip(f"{path.name} is not a training config")
+    config, filled = fill_config(tmp_path / path.name, path, silent=True)
+    before, after = flatten(config), flatten(filled)
+    changed = {
+        key: after.get(key, "<removed>")
+        for key in before.keys() | after.keys()
+        if before.get(key, ...) != after.get(key, ...)
+    }
+    assert config == filled, f"fill-config sets {changed}"
+
+
+def test_gpu_config_differs_from_cpu_config_only_in_gpu_keys():
+    cpu = flatten(load_config(REPO / "configs" / "srl_trf.cfg", interpolate=False))
+    gpu = flatten(load_config(REPO / "configs" / "srl_trf_gpu.cfg", interpolate=False))
+    differ = {key for key in cpu.keys() | gpu.keys() if cpu.get(key, ...) != gpu.get(key, ...)}
+    assert differ == GPU_ONLY_KEYS, (
+        f"new differences: {differ - GPU_ONLY_KEYS}; no longer different: {GPU_ONLY_KEYS - differ}"
+    )
