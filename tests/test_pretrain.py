@@ -6,10 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import TEXTS, make_nlp
+from common import TEXTS, make_nlp
 from typer.testing import CliRunner
 
-from albert_srl.pipeline.pretrain import ChunkEncoder, app, layer_map, pool_words, split_sentences
+from albert_srl.pipeline.pretrain import app
+from albert_srl.pipeline.pretrain_data import ChunkEncoder, split_sentences
+from albert_srl.pipeline.pretrain_model import layer_map, pool_words
 
 runner = CliRunner()
 SUBJECTS = ["John", "Mary", "The man", "A teacher", "Her brother", "The committee"]
@@ -209,7 +211,7 @@ def test_build_interrupted_by_ctrl_c_resumes_exactly(tmp_path, texts, tiny_alber
     import torch
     from transformers import AlbertModel
 
-    from albert_srl.pipeline.pretrain import Pretrainer
+    from albert_srl.pipeline.pretrain_model import Pretrainer
 
     spm = tiny_albert / "spiece.model"
     assert build(tmp_path / "straight", texts, spm, tiny_teacher, "--max-steps", "12").exit_code == 0
@@ -239,7 +241,8 @@ def test_build_interrupted_by_ctrl_c_resumes_exactly(tmp_path, texts, tiny_alber
 def test_mask_words_never_masks_special_pieces_or_padding():
     import torch
 
-    from albert_srl.pipeline.pretrain import Chunk, collate, mask_words
+    from albert_srl.pipeline.pretrain_data import Chunk, collate
+    from albert_srl.pipeline.pretrain_model import mask_words
 
     chunks = [
         Chunk([2, 10, 11, 3, 12, 3], [0, 0, 0, 0, 1, 1], [-1, 0, 0, -1, 1, -1], [], [], [], 2, 0),
@@ -345,7 +348,7 @@ def test_student_embeddings_start_from_the_teachers(tiny_albert, tiny_teacher):
     import torch
     from transformers import AlbertConfig, AlbertForPreTraining, AlbertTokenizer
 
-    from albert_srl.pipeline.pretrain import init_embeddings_from_teacher, load_teacher
+    from albert_srl.pipeline.pretrain_model import init_embeddings_from_teacher, load_teacher
 
     teacher, teacher_tokenizer = load_teacher(str(tiny_teacher))
     student_tokenizer = AlbertTokenizer.from_pretrained(tiny_albert)
