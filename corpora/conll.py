@@ -53,7 +53,8 @@ def _check_width(path, lines: Sequence[int], rows: Sequence[Sequence[str]], mini
             raise CorpusFormatError(
                 path,
                 line,
-                f"malformed line: {len(row)} columns where the sentence's first line has {width} (at least {minimum} needed)",
+                f"malformed line: {len(row)} columns where the sentence's first line has {width} "
+                f"(at least {minimum} needed)",
             )
     return width
 
@@ -116,7 +117,8 @@ def _target_column(path, lines: Sequence[int], rows: Sequence[Sequence[str]], wi
         raise CorpusFormatError(
             path,
             lines[0],
-            f"cannot find the predicate columns: the target column {k + 1} names {n_targets} predicates but {width - 1 - k} bracket columns follow it",
+            f"cannot find the predicate columns: the target column {k + 1} names {n_targets} predicates "
+            f"but {width - 1 - k} bracket columns follow it",
         )
     return k
 

@@ -1,8 +1,8 @@
 """EWT PropBank: fill the `[WORD]` blanks of `.gold_skel` files with the words of UD English EWT.
 
-One PropBank token is one UD syntactic word, except in a handful of places (FINDINGS.md): a
-multiword token kept whole (`Im`), two UD words that PropBank joins (`at`+`least`), or one UD word
-that PropBank splits (`where-ever`, `$$`, `@Ryan`). Tokens are aligned per sentence by a small
+One PropBank token is one UD syntactic word, except in a handful of places: a multiword token
+kept whole (`Im`), two UD words that PropBank joins (`at`+`least`), or one UD word that PropBank
+splits (`where-ever`, `$$`, `@Ryan`). Tokens are aligned per sentence by a small
 dynamic programme over those operations, scored by POS agreement (PropBank POS vs UD XPOS).
 Sentences are paired by position, or by length where the two files disagree on their number.
 """
@@ -75,7 +75,8 @@ def parse_skel_sentence(sent: SkelSentence) -> Tuple[List[str], List[FrameSpec]]
             raise CorpusFormatError(
                 path,
                 lines[i],
-                f"malformed line: {len(row)} columns, a .gold_skel row has at least {SKEL_MIN_COLUMNS} (doc, sentence, token, [WORD], POS, parse, lemma, roleset)",
+                f"malformed line: {len(row)} columns, a .gold_skel row has at least {SKEL_MIN_COLUMNS} "
+                "(doc, sentence, token, [WORD], POS, parse, lemma, roleset)",
             )
         if not (row[2].isdigit() and int(row[2]) == i):
             raise CorpusFormatError(path, lines[i], f"malformed line: token number {row[2]!r}, expected {i}")

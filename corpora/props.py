@@ -80,14 +80,16 @@ def parse_column(cells: Sequence[str], lines: Sequence[int], path, column: int) 
             raise CorpusFormatError(
                 path,
                 lines[i],
-                f"argument column {column}: cannot read cell {cell!r} (expected forms like '(ARG0*', '*', '*)', '(V*)')",
+                f"argument column {column}: cannot read cell {cell!r} "
+                "(expected forms like '(ARG0*', '*', '*)', '(V*)')",
             )
         if match["open"]:
             if open_label is not None:
                 raise CorpusFormatError(
                     path,
                     lines[i],
-                    f"argument column {column}: '{match['open']}' opens while '{open_label}' (line {lines[open_start]}) is still open",
+                    f"argument column {column}: '{match['open']}' opens while '{open_label}' "
+                    f"(line {lines[open_start]}) is still open",
                 )
             open_label, open_start = match["open"], i
         if match["close"]:
@@ -145,7 +147,8 @@ def frame_from_column(
         raise CorpusFormatError(
             path,
             lines[head],
-            f"predicate column {column}: neither its (V*) nor a (C-V*) span covers the roleset's token (line {lines[head]})",
+            f"predicate column {column}: neither its (V*) nor a (C-V*) span covers the roleset's token "
+            f"(line {lines[head]})",
         )
     return FrameSpec(
         head=head,

@@ -47,12 +47,14 @@ def annotate(
     tokens_column: Optional[str] = typer.Option(
         None,
         "--tokens-column",
-        help="Column of pre-tokenized input (list of strings), annotated without re-tokenizing; char offsets then refer to the tokens joined by single spaces",
+        help="Column of pre-tokenized input (list of strings), annotated without re-tokenizing; "
+        "char offsets then refer to the tokens joined by single spaces",
     ),
     carry: List[str] = typer.Option(
         [],
         "--carry",
-        help="Input column to copy into the output tables (repeat, or separate with commas). Hive partition folders carry through by themselves: the output mirrors them",
+        help="Input column to copy into the output tables (repeat, or separate with commas). "
+        "Hive partition folders carry through by themselves: the output mirrors them",
     ),
     batch_size: int = typer.Option(32, "--batch-size", help="Documents per nlp.pipe batch"),
     batch_chars: int = typer.Option(
@@ -144,7 +146,8 @@ def prepare(settings: AnnotateSettings, input: Path, output: Path, overwrite: bo
             first = (part.path, types)
         elif any(t != f and "null" not in (t, f) for (_, t), (_, f) in zip(types, first[1])):  # null: an empty file
             raise AnnotateInputError(
-                f"{part.path} has column types {types}, {first[0]} has {first[1]}; make them agree (cast) before annotating"
+                f"{part.path} has column types {types}, {first[0]} has {first[1]}; "
+                "make them agree (cast) before annotating"
             )
     if len(unreadable) == len(parts):
         raise AnnotateInputError(
@@ -245,9 +248,18 @@ def run_dask(
                 "--gpu-id was given but no Dask worker declares a GPU resource (start workers with --resources GPU=1)"
             )
         futures = {
-            client.submit(annotate_part, part, settings, output, read_rows, key=f"annotate-{uuid.uuid4().hex[:8]}-{part.name}", pure=False, resources=resources): part
+            client.submit(
+                annotate_part,
+                part,
+                settings,
+                output,
+                read_rows,
+                key=f"annotate-{uuid.uuid4().hex[:8]}-{part.name}",
+                pure=False,
+                resources=resources,
+            ): part
             for part in todo
-        }  # fmt: skip
+        }
         started = time.perf_counter()
         with tqdm(total=sum(_rows(p) for p in todo), unit="doc", desc="annotate (dask)") as bar:
             words = 0
@@ -288,11 +300,13 @@ def report(manifest: Manifest, results: List[PartResult], output: Path, seconds:
         ("rows (documents table)", f"{sum(r['rows'] for r in done):,}"),
         (
             "  annotated / empty / not annotated",
-            f"{sum(r['ok'] for r in done):,} / {sum(r['empty'] for r in done):,} / {sum(r['failed_rows'] for r in done):,}",
+            f"{sum(r['ok'] for r in done):,} / {sum(r['empty'] for r in done):,} / "
+            f"{sum(r['failed_rows'] for r in done):,}",
         ),
         (
             "tokens / predicates / arguments",
-            f"{sum(r['tokens'] for r in done):,} / {sum(r['predicates'] for r in done):,} / {sum(r['arguments'] for r in done):,}",
+            f"{sum(r['tokens'] for r in done):,} / {sum(r['predicates'] for r in done):,} / "
+            f"{sum(r['arguments'] for r in done):,}",
         ),
         ("this run: seconds in all / annotating", f"{seconds:,.1f} / {busy:,.1f}"),
     ]
@@ -305,8 +319,10 @@ def report(manifest: Manifest, results: List[PartResult], output: Path, seconds:
         msg.warn(f"Could not count ids repeated across parts: {type(err).__name__}: {err}")
         duplicates = 0
     if duplicates:
-        msg.warn(f"{duplicates:,} id(s) occur in more than one part (each part's rows were annotated); find them with: "
-                 f"SELECT doc_id, list(part) FROM '{output}/documents/**/*.parquet' GROUP BY doc_id HAVING count(*) > 1")  # fmt: skip
+        msg.warn(
+            f"{duplicates:,} id(s) occur in more than one part (each part's rows were annotated); find them with: "
+            f"SELECT doc_id, list(part) FROM '{output}/documents/**/*.parquet' GROUP BY doc_id HAVING count(*) > 1"
+        )
     for name, reason in failed_parts.items():
         msg.fail(f"part {name} was not annotated: {reason} (run again to retry it)")
     failed_rows = sum(r["failed_rows"] for r in done)

@@ -2,7 +2,7 @@
 
 `annotate_table` is what the `annotate` command runs on every batch of every Parquet part, in this
 process or on a Dask worker; `get_pipeline` keeps one loaded pipeline per process, so a worker loads
-the model once, however many tasks it runs. Output tables (README, "Annotating Parquet stores"):
+the model once, however many tasks it runs. Output tables (their columns: docs/annotate.md):
 
 - `arguments`: one row per argument, `predicates`: one row per predicate,
 - `documents`: one row per input row (with its status), `errors`: rows that were not annotated.
@@ -47,7 +47,7 @@ _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if os.name == "posix" else No
 
 def release_free_memory() -> None:
     """Hand freed heap pages back to the OS. Without it glibc keeps the high-water mark of every
-    batch it has seen and a long run's RSS creeps up (measured: +60% peak RSS on a 10x larger store)."""
+    batch it has seen, and a long run's peak RSS grows with the size of the store."""
     if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
         _LIBC.malloc_trim(0)
 
@@ -97,7 +97,7 @@ _PIPELINE_LOCK = threading.RLock()
 def get_pipeline(model: str, gpu_id: int = -1, max_chars: int = 2_000_000, forks: bool = False) -> LoadedPipeline:
     """Load a pipeline once per process (a path, or an installed package name). `forks`: one for
     nlp.pipe(n_process > 1), kept apart because worker processes forked from a pipeline that has
-    run memory zones can crash (measured: segfaults in the workers' garbage collection)."""
+    run memory zones can crash (segfaults in the workers' garbage collection)."""
     key = (str(model), gpu_id, max_chars, forks)
     with _PIPELINE_LOCK:
         if key not in _PIPELINES:
@@ -315,7 +315,10 @@ def annotate_table(
             elif value is None:
                 reason = "the text is null" if not settings.tokens_column else "the tokens are null"
             elif settings.tokens_column is None and len(value) > settings.max_chars:
-                reason = f"the text has {len(value):,} characters, more than --max-chars {settings.max_chars:,}; split it or raise the limit"
+                reason = (
+                    f"the text has {len(value):,} characters, more than --max-chars {settings.max_chars:,}; "
+                    "split it or raise the limit"
+                )
             elif doc_id in seen_ids:
                 statuses[i], reason = (
                     DUPLICATE,
@@ -399,7 +402,8 @@ def _pipe_isolating_failures(
                 yield i, doc
         except Exception as err:
             warnings.warn(
-                f"a batch failed ({type(err).__name__}: {str(err)[:200]}); redoing its {len(batch) - done} document(s) one at a time in this process"
+                f"a batch failed ({type(err).__name__}: {str(err)[:200]}); "
+                f"redoing its {len(batch) - done} document(s) one at a time in this process"
             )
             for value, i in batch[done:]:
                 try:

@@ -197,11 +197,13 @@ def convert_ewt(
     recovery = report["total"]["predicate_recovery"]
     if recovery < min_recovery:
         msg.fail(
-            f"Only {100 * recovery:.2f}% of predicates recovered (need {100 * min_recovery:.2f}%); see {output_dir / 'report.json'}",
+            f"Only {100 * recovery:.2f}% of predicates recovered (need {100 * min_recovery:.2f}%); "
+            f"see {output_dir / 'report.json'}",
             exits=1,
         )
     msg.good(
-        f"Wrote {', '.join(str(output_dir / f'{s}.spacy') for s in SPLITS)} and {output_dir / 'report.json'} ({100 * recovery:.2f}% of predicates recovered)"
+        f"Wrote {', '.join(str(output_dir / f'{s}.spacy') for s in SPLITS)} and {output_dir / 'report.json'} "
+        f"({100 * recovery:.2f}% of predicates recovered)"
     )
 
 
@@ -224,7 +226,8 @@ def write_docbin(
     for s in skips:
         msg.warn(f"skipped {s.path}:{s.line}: {s.reason}")
     msg.good(
-        f"Wrote {output}: {counts['documents']} docs, {counts['sentences']} sentences, {counts['predicates']} predicates, {counts['arguments']} arguments; report {report_path}"
+        f"Wrote {output}: {counts['documents']} docs, {counts['sentences']} sentences, "
+        f"{counts['predicates']} predicates, {counts['arguments']} arguments; report {report_path}"
     )
 
 

