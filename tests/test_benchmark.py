@@ -4,7 +4,7 @@ import pytest
 from spacy.tokens import Doc
 
 from albert_srl.components.transformer import cpu_bf16_supported
-from albert_srl.pipeline.benchmark import SPEED_OPTIONS, load_with_option
+from albert_srl.pipeline.benchmark.options import SPEED_OPTIONS, load_with_option
 
 
 def test_no_overlap_option_encodes_each_token_once(tiny_pipeline):
@@ -52,7 +52,7 @@ def test_gpu_precisions_build_the_cuda_autocast_they_name(tiny_pipeline, precisi
     """On a GPU, fp16 is spacy-transformers' mixed precision and bf16 the same with bf16 autocast;
     the CPU options stay off. Built on the CPU: the wrappers only act on a GPU."""
     from albert_srl.components.transformer import gpu_precision
-    from albert_srl.pipeline.benchmark import load_pipeline
+    from albert_srl.pipeline.benchmark.pipelines import load_pipeline
 
     nlp = load_pipeline(str(tiny_pipeline), precision, on_gpu=True)
     config = nlp.config["components"]["transformer"]["model"]
@@ -66,7 +66,7 @@ def test_gpu_precisions_build_the_cuda_autocast_they_name(tiny_pipeline, precisi
 
 
 def test_precisions_are_checked_for_the_device(tiny_pipeline):
-    from albert_srl.pipeline.benchmark import load_pipeline
+    from albert_srl.pipeline.benchmark.pipelines import load_pipeline
 
     with pytest.raises(ValueError, match="on a GPU must be one of as-trained, fp32, bf16, fp16, not 'int8'"):
         load_pipeline(str(tiny_pipeline), "int8", on_gpu=True)
@@ -197,7 +197,8 @@ def test_trf_reference_in_turn_rotates_the_order_and_takes_each_rounds_ratio(tin
 
     from typer.testing import CliRunner
 
-    from albert_srl.pipeline.benchmark import REFERENCE, app
+    from albert_srl.pipeline.benchmark import app
+    from albert_srl.pipeline.benchmark.trf_reference import REFERENCE
 
     gold_structure = tmp_path / "gold-structure-copy"
     shutil.copytree(tiny_pipeline, gold_structure)
@@ -276,7 +277,7 @@ def test_per_predicate_with_gold_structure_times_the_head_on_gold_predicates(
 
     from typer.testing import CliRunner
 
-    from albert_srl.pipeline import benchmark
+    from albert_srl.pipeline.benchmark import app, per_predicate
 
     passes = []
 
@@ -289,8 +290,8 @@ def test_per_predicate_with_gold_structure_times_the_head_on_gold_predicates(
 
         return counted_run
 
-    gold_structure_run = benchmark.gold_structure_run
-    monkeypatch.setattr(benchmark, "gold_structure_run", counted)
+    gold_structure_run = per_predicate.gold_structure_run
+    monkeypatch.setattr(per_predicate, "gold_structure_run", counted)
     monkeypatch.setattr("spacy.language.Language.pipe", lambda *args, **kwargs: pytest.fail("nlp.pipe ran"))
     out = tmp_path / "per-predicate.json"
     args = [
@@ -304,7 +305,7 @@ def test_per_predicate_with_gold_structure_times_the_head_on_gold_predicates(
         "fp32",
         "--gold-structure",
     ]
-    result = CliRunner().invoke(benchmark.app, args)
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     measured = json.loads(out.read_text())
     n_docs = passes[-1]  # a warm-up on the first 8 documents, then one pass a round
@@ -329,7 +330,8 @@ def test_per_predicate_passes_run_the_encoder_in_eval_mode_after_a_pipeline_pass
     per-predicate passes must not leave them running dropout."""
     from spacy.tokens import DocBin
 
-    from albert_srl.pipeline.benchmark import load_pipeline, per_predicate_pass
+    from albert_srl.pipeline.benchmark.per_predicate import per_predicate_pass
+    from albert_srl.pipeline.benchmark.pipelines import load_pipeline
 
     nlp = load_pipeline(str(tiny_pipeline), "fp32")
     refs = list(DocBin().from_disk(mini_corpus / "dev.spacy").get_docs(nlp.vocab))
@@ -349,7 +351,8 @@ def test_reports_write_a_markdown_table_under_a_header_naming_machine_and_pipeli
     pipeline's encoder and SRL head settings (read from its config)."""
     import json
 
-    from albert_srl.pipeline.benchmark import machine, write_report
+    from albert_srl.pipeline.benchmark.machine import machine
+    from albert_srl.pipeline.benchmark.reports import write_report
 
     out = tmp_path / "bench.json"
     write_report(

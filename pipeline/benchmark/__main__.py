@@ -1,0 +1,4 @@
+from albert_srl.pipeline.benchmark.cli import app
+
+if __name__ == "__main__":
+    app()
