@@ -154,7 +154,8 @@ def main(
     ]
     msg.table(rows, header=("", "P", "R", "F1"), divider=True, aligns=("l", "r", "r", "r"))
     msg.info(
-        f"Sense accuracy {100 * scores['srl_sense_acc']:.2f}; sentence F1 {100 * scores['sents_f']:.2f}; {scores['words_per_second']:.0f} words/s"
+        f"Sense accuracy {100 * scores['srl_sense_acc']:.2f}; sentence F1 {100 * scores['sents_f']:.2f}; "
+        f"{scores['words_per_second']:.0f} words/s"
     )
     msg.good(f"Wrote {output}, {prefix}.gold.props, {prefix}.pred.props, {prefix}.pred.spacy")
 
