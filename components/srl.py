@@ -407,15 +407,23 @@ class SemanticRoleLabeler(TrainablePipe):
                 loss = loss + loss_sense
                 parts["senses"] = float(loss_sense.detach())
             starts = torch.tensor([s for s, _ in windows], dtype=torch.long, device=device)
-            lengths = torch.tensor([e - s for s, e in windows], dtype=torch.long, device=device)
-            logits = module.arguments(H, heads_t, starts, lengths).float()
-            gold = numpy.full(logits.shape[:2], -100, dtype=numpy.int64)
-            for k, bio in enumerate(bios):
-                gold[k, : len(bio)] = bio
-            gold = torch.from_numpy(gold).to(device)  # filled on the CPU: one copy to a GPU, not one per row
-            loss_args = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=-100
-            )
+            window_lengths = numpy.asarray([e - s for s, e in windows], dtype=numpy.int64)
+            lengths = torch.from_numpy(window_lengths).to(device)
+            token_terms = module.token_terms(H)
+            # length-sorted chunks, as in `predict`: padding every window to the batch's longest had
+            # the head spend most of a step on padding; the summed loss over the real tokens is the same
+            loss_args = H.new_zeros(())
+            for rows in self._length_sorted_chunks(window_lengths):
+                index = torch.from_numpy(rows).to(device)
+                logits = module.arguments(H, heads_t[index], starts[index], lengths[index], token_terms).float()
+                gold = numpy.full(logits.shape[:2], -100, dtype=numpy.int64)
+                for k, row in enumerate(rows):
+                    gold[k, : len(bios[row])] = bios[row]
+                gold = torch.from_numpy(gold).to(device)  # filled on the CPU: one copy to a GPU, not one per row
+                loss_args = loss_args + torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), gold.reshape(-1), ignore_index=-100, reduction="sum"
+                )
+            loss_args = loss_args / max(int(window_lengths.sum()), 1)
             loss = loss + loss_args
             parts["arguments"] = float(loss_args.detach())
         return loss, parts

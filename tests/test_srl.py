@@ -1,6 +1,7 @@
 """The srl pipe, in the style of spaCy's test_spancat.py: overfitting, serialization,
 multiprocessing, empty and predicate-less docs, long docs, token alignment."""
 
+import numpy
 import pytest
 import spacy
 from common import CNN_OVERRIDES, REPO, TRF_OVERRIDES, comparable, gold_token_doc, load_refs, make_nlp, train
@@ -302,6 +303,41 @@ def test_argument_scores_do_not_depend_on_chunking(pair_width):
     assert together.shape == (4, 15, 7)
     # the predicate shapes the scores: the same tokens with another predicate score differently
     assert not torch.allclose(together[2], together[3])
+
+
+def test_training_loss_does_not_depend_on_chunking(trf_nlp, mini_corpus, monkeypatch):
+    """Training sums the argument loss over length-sorted chunks of predicates; the loss and its
+    gradient must be those of every window padded to the longest in one pass."""
+    import torch
+
+    nlp = trf_nlp[0]
+    srl = nlp.get_pipe("srl")
+    examples = [Example(gold_token_doc(nlp, ref), ref) for ref in load_refs(mini_corpus)]
+    tokvecs = srl.model.predict([eg.predicted for eg in examples])
+    targets = srl._targets(examples)
+    module = head_module(srl.model)
+    module.train()  # the training path (packed BiLSTM), without dropout so both passes see the same numbers
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Dropout):
+            layer.p = 0.0
+
+    def loss_and_gradient(chunk_pairs: int, chunk_min_rows: int):
+        monkeypatch.setattr(srl, "chunk_pairs", chunk_pairs)
+        monkeypatch.setattr(srl, "chunk_min_rows", chunk_min_rows)
+        X = srl._token_matrix(tokvecs, requires_grad=True)
+        loss, parts = srl._loss(module.encode(X), targets)
+        loss.backward()
+        return loss.detach(), parts["arguments"], X.grad
+
+    lengths = numpy.asarray([end - start for start, end in targets[3]])
+    monkeypatch.setattr(srl, "chunk_pairs", 16)
+    assert len(srl._length_sorted_chunks(lengths)) > 3
+    padded = loss_and_gradient(10**9, 10**9)
+    chunked = loss_and_gradient(16, 1)
+    module.eval()
+    assert padded[1] > 0
+    torch.testing.assert_close(chunked[0], padded[0])
+    torch.testing.assert_close(chunked[2], padded[2])
 
 
 def test_chunks_cover_every_predicate_bounded_in_size_and_padding(trf_nlp):
