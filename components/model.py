@@ -187,7 +187,7 @@ def build_srl_model(
     dropout: float = 0.1,
 ) -> Model:
     """`albert_srl.SRLModel.v1`: tok2vec + SRL head, pairs at the hidden width. The head is built
-    once the labels are known. Docs: README.md, "The SRL pipe"."""
+    once the labels are known. Docs: docs/srl-pipe.md."""
     return srl_model(tok2vec, hidden_width, None, lstm_depth, max_distance, dropout)
 
 
@@ -200,7 +200,7 @@ def build_srl_model_v2(
     dropout: float = 0.1,
 ) -> Model:
     """`albert_srl.SRLModel.v2`: tok2vec + SRL head, (predicate, token) pairs at `pair_width` from
-    per-token and per-predicate terms (a low-rank product). Docs: README.md, "The SRL pipe"."""
+    per-token and per-predicate terms (a low-rank product). Docs: docs/srl-pipe.md."""
     return srl_model(tok2vec, hidden_width, pair_width, lstm_depth, max_distance, dropout)
 
 

@@ -96,7 +96,7 @@ def make_srl(
     """Create an `srl` pipe. `head_optimizer` updates the head (null: the training optimizer does).
     `head_learn_rate` comes from configs written before `head_optimizer` (saved pipelines have it):
     0 means no head optimizer, another value is the head optimizer's learn rate.
-    Docs: README.md, "The SRL pipe"."""
+    Docs: docs/srl-pipe.md."""
     if head_learn_rate is not None:
         if not head_learn_rate:
             head_optimizer = None

@@ -329,7 +329,7 @@ def create_transformer_model(
     `fast_wordpiece`: a slow BERT WordPiece tokenizer replaced by its fast equivalent (same ids);
     `bucket_tokens`: on CPUs a batch's windows run in groups of similar length of at most this many
     padded wordpieces (same vectors and gradients, less padding; 0: one batch padded to its longest).
-    Docs: README.md, "The SRL pipe"."""
+    Docs: docs/srl-pipe.md."""
     options = EncoderOptions(
         cpu_precision="bf16" if cpu_bf16 and cpu_bf16_supported() else "int8" if cpu_int8 else "fp32",
         gpu_precision=("bf16" if gpu_bf16 else "fp16") if mixed_precision else "fp32",

@@ -249,10 +249,10 @@ def teacher_command(
     layers: int = typer.Option(
         0,
         help="Keep only the first N layers (0: all): faster; "
-        "3 of 6 scored higher than 6 after 1,000 SRL training steps on a CPU (README)",
+        "3 of 6 scored higher than 6 after 1,000 SRL training steps on a CPU (docs/encoders.md)",
     ),
 ):
-    """all-MiniLM-L6-v2 weights in AlbertModel form (the offline default encoder for now)."""
+    """all-MiniLM-L6-v2 weights in AlbertModel form (the offline default encoder)."""
     diff = build_teacher_albert(output, teacher, layers)
     if diff > 1e-4:
         msg.fail(f"AlbertModel differs from the BERT teacher by {diff:.2e}", exits=1)
