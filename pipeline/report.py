@@ -271,7 +271,9 @@ def write_report(output: Path, evals: Sequence[Path], annotations: Optional[Path
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>albert-srl report</title>'
         f"<style>{CSS}</style></head><body><h1>albert-srl report</h1>"
         f'<p class="meta">Written {now} by <code>python -m albert_srl.pipeline.report</code>. '
-        "Scores follow the CoNLL-2005 scorer's semantics (docs/evaluation.md).</p>" + "".join(sections) + "</body></html>"
+        "Scores follow the CoNLL-2005 scorer's semantics (docs/evaluation.md).</p>"
+        + "".join(sections)
+        + "</body></html>"
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page, encoding="utf8")
