@@ -1,9 +1,14 @@
 """The benchmark's pipeline variants (its timings are never asserted: they live in metrics/)."""
 
+import json
+
 import pytest
+from common import REPO
 from spacy.tokens import Doc
+from typer.testing import CliRunner
 
 from albert_srl.components.transformer import cpu_bf16_supported
+from albert_srl.pipeline.benchmark import app
 from albert_srl.pipeline.benchmark.options import SPEED_OPTIONS, load_with_option
 
 
@@ -378,3 +383,22 @@ def test_reports_write_a_markdown_table_under_a_header_naming_machine_and_pipeli
         "",
         "ratio 0.8",
     ]
+
+
+def test_train_speed_breaks_a_step_into_parts(mini_corpus, tiny_albert, tmp_path):
+    """`train-speed` trains the config for a few steps and accounts for every second of them."""
+    output = tmp_path / "train-speed.json"
+    args = [
+        "train-speed", str(REPO / "configs" / "srl_trf.cfg"), str(output), "--steps", "4", "--warmup", "1",
+        f"--paths.train={mini_corpus / 'train.spacy'}", f"--paths.dev={mini_corpus / 'dev.spacy'}",
+        f"--paths.encoder={tiny_albert}", "--components.srl.model.hidden_width=64",
+        "--components.transformer.model.cpu_bf16=false",
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(output.read_text())
+    parts = report["seconds_per_step"]
+    assert report["words"] > 0 and report["words_per_s"] > 0
+    assert parts["transformer forward"] > 0 and parts["transformer backward"] > 0 and parts["srl head forward"] > 0
+    assert abs(sum(parts.values()) * report["steps"] - report["seconds"]) < 1e-6
+    assert "trained words/s" in output.with_suffix(".md").read_text()

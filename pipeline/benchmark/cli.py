@@ -13,6 +13,7 @@ from albert_srl.pipeline.benchmark.per_predicate import (
     per_predicate_interleaved_child,
 )
 from albert_srl.pipeline.benchmark.random_pipeline import random_pipeline
+from albert_srl.pipeline.benchmark.train_speed import train_speed_benchmark
 from albert_srl.pipeline.benchmark.trf_reference import (
     trf_reference_benchmark,
     trf_reference_child,
@@ -34,6 +35,9 @@ app.command("per-predicate")(per_predicate_benchmark)
 app.command("random-pipeline")(random_pipeline)
 app.command("trf-reference")(trf_reference_benchmark)
 app.command("options")(options_benchmark)
+app.command("train-speed", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+    train_speed_benchmark
+)
 
 # The measurements the benchmarks run, each in its own process (harness.run_child).
 app.command("pipe", hidden=True)(pipe_child)
