@@ -127,17 +127,24 @@ class SRLHead(nn.Module):
         return self.arg_out(pairs)
 
     def context(self, pairs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The BiLSTM over each predicate's padded row; zeros at padding."""
+        """The BiLSTM over each predicate's padded row; zeros at padding. On padded rows (CPU LSTMs run
+        packed sequences slower), except for deeper LSTMs and training on a GPU (cuDNN packs well)."""
+        if self.lstm.num_layers != 1 or not len(lengths) or (self.training and pairs.device.type != "cpu"):
+            return self.packed_context(pairs, lengths)
+        return self.padded_context(pairs, lengths)
+
+    def packed_context(self, pairs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(pairs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        context, _ = nn.utils.rnn.pad_packed_sequence(
+            self.lstm(packed)[0], batch_first=True, total_length=pairs.shape[1]
+        )
+        return context
+
+    def padded_context(self, pairs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The packed numbers without packing. Padding trails each row, so the forward direction is
+        exact as it is; the backward one runs on each row reversed within its length, which makes its
+        padding trail too."""
         lstm = self.lstm
-        if self.training or lstm.num_layers != 1 or not len(lengths):
-            packed = nn.utils.rnn.pack_padded_sequence(pairs, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            context, _ = nn.utils.rnn.pad_packed_sequence(
-                lstm(packed)[0], batch_first=True, total_length=pairs.shape[1]
-            )
-            return context
-        # Prediction: the same numbers without packing (CPU LSTMs run packed sequences slower).
-        # Padding trails each row, so the forward direction is exact as it is; the backward one runs
-        # on each row reversed within its length, which makes its padding trail too.
         n_rows, max_len, _ = pairs.shape
         state = (pairs.new_zeros(1, n_rows, lstm.hidden_size), pairs.new_zeros(1, n_rows, lstm.hidden_size))
         flipped = lengths[:, None] - 1 - torch.arange(max_len, device=pairs.device)[None, :]
@@ -147,7 +154,9 @@ class SRLHead(nn.Module):
         reversed_rows = pairs[rows, flipped]
         # bf16 (`cpu_bf16_lstm`): the recurrence's many small matrix products are where AMX pays; the
         # outputs go back to fp32 for the residual sum
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16_lstm and pairs.device.type == "cpu"):
+        with torch.autocast(
+            "cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16_lstm and not self.training and pairs.device.type == "cpu"
+        ):
             forward = torch.lstm(
                 pairs,
                 state,

@@ -72,6 +72,7 @@ DEFAULT_HEAD_OPTIMIZER = Config().from_str(DEFAULT_CONFIG)["head_optimizer"]
         "head_optimizer": DEFAULT_HEAD_OPTIMIZER,
         "head_learn_rate": None,
         "cpu_bf16": False,
+        "argument_o_bias": 0.0,
         "scorer": {"@scorers": "albert_srl.srl_scorer.v1"},
     },
     default_score_weights={
@@ -91,11 +92,14 @@ def make_srl(
     head_optimizer: Optional[Optimizer],
     head_learn_rate: Optional[float],
     cpu_bf16: bool,
+    argument_o_bias: float,
     scorer: Optional[Callable],
 ) -> "SemanticRoleLabeler":
     """Create an `srl` pipe. `head_optimizer` updates the head (null: the training optimizer does).
     `head_learn_rate` comes from configs written before `head_optimizer` (saved pipelines have it):
     0 means no head optimizer, another value is the head optimizer's learn rate.
+    `argument_o_bias` is taken off the `O` label's log-probability before decoding: above 0, the
+    pipe marks more arguments (recall up, precision down), a trade to tune on dev.
     Docs: docs/srl-pipe.md."""
     if head_learn_rate is not None:
         if not head_learn_rate:
@@ -103,7 +107,14 @@ def make_srl(
         elif head_optimizer is not None:
             head_optimizer.learn_rate = head_learn_rate
     return SemanticRoleLabeler(
-        nlp.vocab, model, name, max_window=max_window, head_optimizer=head_optimizer, cpu_bf16=cpu_bf16, scorer=scorer
+        nlp.vocab,
+        model,
+        name,
+        max_window=max_window,
+        head_optimizer=head_optimizer,
+        cpu_bf16=cpu_bf16,
+        argument_o_bias=argument_o_bias,
+        scorer=scorer,
     )
 
 
@@ -144,6 +155,7 @@ class SemanticRoleLabeler(TrainablePipe):
         max_window: int = 128,
         head_optimizer: Optional[Optimizer] = None,
         cpu_bf16: bool = False,
+        argument_o_bias: float = 0.0,
         scorer: Optional[Callable] = score_srl,
     ):
         # Here, not where the project starts workers: a user's own nlp.pipe(n_process=2) forks too,
@@ -155,6 +167,8 @@ class SemanticRoleLabeler(TrainablePipe):
         self.cpu_bf16_lstm = cpu_bf16 and cpu_bf16_supported()
         # updates the head (its state lives here, with the pipe); None: the training optimizer does
         self.head_optimizer = head_optimizer
+        # a setting of the config (like cpu_bf16), not of cfg: a load can change it
+        self.argument_o_bias = argument_o_bias
         self.model = model
         self.name = name
         self.scorer = scorer
@@ -276,6 +290,8 @@ class SemanticRoleLabeler(TrainablePipe):
                     H, heads_t[chunk_t], starts_t[chunk_t], lengths_t[chunk_t], token_terms
                 ).float()
                 log_probs = torch.log_softmax(logits, dim=-1).cpu().numpy()
+                if self.argument_o_bias:
+                    log_probs[..., 0] -= self.argument_o_bias
                 # constrained Viterbi for the whole chunk at once: per-predicate numpy loops cost more
                 chunk_paths = viterbi_bio_batch(log_probs, lengths_np[chunk], heads_np[chunk] - starts_np[chunk])
                 for k, arguments in zip(chunk.tolist(), decode_arguments_batch(log_probs, chunk_paths, self.roles)):

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 
 import spacy
 import typer
+from spacy.cli._util import parse_config_overrides
 from spacy.tokens import Doc, DocBin
 from wasabi import msg
 
@@ -26,11 +27,11 @@ from albert_srl.components.frames import FrameSpec, frame_specs, set_frames
 from albert_srl.components.scoring import SRLCounts, write_props
 
 
-def load_pipeline(model: str, gpu_id: int):
+def load_pipeline(model: str, gpu_id: int, overrides: Optional[Dict[str, object]] = None):
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
     try:
-        nlp = spacy.load(model)
+        nlp = spacy.load(model, config=overrides or {})
     except (OSError, IOError, ValueError) as err:
         msg.fail(
             f"Cannot load the pipeline {model}: {err}",
@@ -101,7 +102,12 @@ def sentence_f(refs: List[Doc], docs: List[Doc]) -> float:
     return 2 * ok / (gold + pred) if gold + pred else 0.0
 
 
+app = typer.Typer(add_completion=False)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def main(
+    ctx: typer.Context,
     model: str = typer.Argument(..., help="Trained pipeline: a folder (training/model-best) or an installed package"),
     data: Path = typer.Argument(..., help="A .spacy corpus with gold frames (corpus/ewt/dev.spacy)"),
     output: Path = typer.Argument(..., help="Metrics JSON to write (metrics/ewt-dev.json)"),
@@ -112,15 +118,18 @@ def main(
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
     limit: int = typer.Option(0, help="Evaluate only the first N docs (0 = all)"),
 ):
-    """Score a pipeline with predicted and with gold predicates; write metrics JSON and props files."""
+    """Score a pipeline with predicted and with gold predicates; write metrics JSON and props files.
+    Extra options override the pipeline's config, e.g. --components.srl.argument_o_bias 1.0."""
     if not data.exists():
         msg.fail(f"{data} not found", "Run `spacy project run convert` first.", exits=1)
-    nlp = load_pipeline(model, gpu_id)
+    overrides = parse_config_overrides(ctx.args)
+    nlp = load_pipeline(model, gpu_id, overrides)
     refs = list(DocBin().from_disk(data).get_docs(nlp.vocab))
     if limit:
         refs = refs[:limit]
     scores, docs = evaluate(nlp, refs, batch_size)
     scores["model"] = str(model)
+    scores["overrides"] = overrides
     scores["data"] = str(data)
     scores["date"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -161,4 +170,4 @@ def main(
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    app()

@@ -74,13 +74,11 @@ def report_inputs(tiny_pipeline, mini_corpus, tmp_path_factory):
     import pandas as pd
 
     from albert_srl.pipeline.annotate import app as annotate_app
-    from albert_srl.pipeline.evaluate import main as evaluate_main
+    from albert_srl.pipeline.evaluate import app as evaluate_app
 
     root = tmp_path_factory.mktemp("report")
-    app = typer.Typer()
-    app.command()(evaluate_main)
     result = CliRunner().invoke(
-        app, [str(tiny_pipeline), str(mini_corpus / "train.spacy"), str(root / "metrics" / "dev.json")]
+        evaluate_app, [str(tiny_pipeline), str(mini_corpus / "train.spacy"), str(root / "metrics" / "dev.json")]
     )
     assert result.exit_code == 0, result.output
     texts = [ref.text for ref in load_refs(mini_corpus)] + ["", None]

@@ -186,15 +186,12 @@ def test_albert_token_alignment(tiny_albert):
 def test_evaluate_command(trf_nlp, mini_corpus, tmp_path):
     import json
 
-    import typer
     from typer.testing import CliRunner
 
-    from albert_srl.pipeline.evaluate import main
+    from albert_srl.pipeline.evaluate import app
 
     nlp, _ = trf_nlp
     nlp.to_disk(tmp_path / "model")
-    app = typer.Typer()
-    app.command()(main)
     result = CliRunner().invoke(
         app, [str(tmp_path / "model"), str(mini_corpus / "train.spacy"), str(tmp_path / "metrics" / "dev.json")]
     )
@@ -211,6 +208,31 @@ def test_evaluate_command(trf_nlp, mini_corpus, tmp_path):
         app, [str(tmp_path / "no-model"), str(mini_corpus / "train.spacy"), str(tmp_path / "x.json")]
     )
     assert bad.exit_code == 1 and "Cannot load the pipeline" in bad.output
+    # extra options override the pipeline's config, and the metrics say so
+    biased = CliRunner().invoke(
+        app,
+        [str(tmp_path / "model"), str(mini_corpus / "train.spacy"), str(tmp_path / "b.json")]
+        + ["--components.srl.argument_o_bias", "2.5"],
+    )
+    assert biased.exit_code == 0, biased.output
+    assert json.loads((tmp_path / "b.json").read_text())["overrides"] == {"components.srl.argument_o_bias": 2.5}
+
+
+def test_argument_o_bias_marks_more_arguments(trf_nlp):
+    """Taking a bias off O's log-probability before decoding can only add argument tokens."""
+    nlp, _ = trf_nlp
+    srl = nlp.get_pipe("srl")
+    texts = ["John gave Mary the book yesterday.", "The man, he said, left.", "She didn't look it up."]
+
+    def argument_tokens(bias: float) -> int:
+        srl.argument_o_bias = bias
+        return sum(len(a.span) for doc in nlp.pipe(texts) for f in doc._.srl_frames for a in f.arguments)
+
+    try:
+        counts = [argument_tokens(bias) for bias in (0.0, 3.0, 30.0)]
+    finally:
+        srl.argument_o_bias = 0.0
+    assert counts[0] <= counts[1] <= counts[2] and counts[0] < counts[2]
 
 
 @pytest.mark.parametrize("name", ["srl_trf.cfg", "srl_trf_gpu.cfg", "srl_cnn.cfg"])
@@ -226,7 +248,7 @@ def test_configs_are_valid(name):
 
 
 def test_prediction_bilstm_equals_the_packed_one():
-    """Prediction runs the BiLSTM on padded rows (faster on CPUs); it must give the packed numbers."""
+    """CPUs run the BiLSTM on padded rows (faster there); it must give the packed numbers and gradients."""
     import torch
 
     from albert_srl.components.model import SRLHead
@@ -235,10 +257,20 @@ def test_prediction_bilstm_equals_the_packed_one():
     head = SRLHead(32, 16, 5, 3, 7, lstm_depth=1, max_distance=8, dropout=0.1)
     pairs = torch.randn(6, 11, 16)
     lengths = torch.tensor([11, 1, 5, 7, 11, 3])
-    packed = head.train().context(pairs, lengths)
-    unpacked = head.eval().context(pairs, lengths)
-    torch.testing.assert_close(unpacked, packed, atol=1e-6, rtol=1e-5)
-    assert not unpacked[1, 1:].any() and not unpacked[5, 3:].any()  # zeros at padding
+    packed = head.packed_context(pairs, lengths)
+    for mode in (head.eval, head.train):  # CPUs run padded rows in training too
+        mode()
+        unpacked = head.context(pairs, lengths)
+        torch.testing.assert_close(unpacked, packed, atol=1e-6, rtol=1e-5)
+        assert not unpacked[1, 1:].any() and not unpacked[5, 3:].any()  # zeros at padding
+    # and the same gradients, for the weights and for the inputs
+    weights = [head.lstm.weight_ih_l0, head.lstm.weight_hh_l0_reverse]
+    gradients = []
+    for context in (head.packed_context, head.padded_context):
+        x = pairs.clone().requires_grad_(True)
+        gradients.append(torch.autograd.grad((context(x, lengths) ** 2).sum(), [x, *weights]))
+    for padded_gradient, packed_gradient in zip(gradients[1], gradients[0]):
+        torch.testing.assert_close(padded_gradient, packed_gradient, atol=1e-5, rtol=1e-4)
 
 
 def test_bf16_bilstm_stays_close_to_fp32():
