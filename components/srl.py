@@ -21,13 +21,14 @@ from spacy.util import registry
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, torch2xp, xp2torch
 
-from albert_srl.components.decoding import bio_labels, decode_arguments_batch, spans_to_bio, viterbi_bio_batch
-from albert_srl.components.frames import PREDICATE_TYPES, FrameSpec, frame_specs, project_specs, same_tokens, set_frames
+from albert_srl.components.decoding import bio_labels, decode_arguments_batch, viterbi_bio_batch
+from albert_srl.components.frames import FrameSpec, frame_specs, set_frames
 from albert_srl.components.model import build_head, head_module
 from albert_srl.components.scoring import score_srl
+from albert_srl.components.senses import senses_by_lemma, unseen_form_senses
+from albert_srl.components.targets import PREDICATE_LABELS, TrainingTargets, training_targets
 from albert_srl.components.transformer import cpu_bf16_supported
 
-PREDICATE_LABELS = ("O",) + PREDICATE_TYPES
 # The head of configs/srl_trf.cfg, listening to the pipeline's transformer. The head optimizer
 # updates the randomly initialised head at its own rate while the encoder keeps the training
 # optimizer's (small, warmed-up) one.
@@ -190,6 +191,7 @@ class SemanticRoleLabeler(TrainablePipe):
 
     def _build_head(self) -> None:
         self._sense_index = {s: i for i, s in enumerate(self.senses)}
+        self._senses_by_lemma = senses_by_lemma(self.cfg["lexicon"])
         self._role_index = {r: i for i, r in enumerate(self.roles)}
         build_head(self.model, self.cfg["width"], len(PREDICATE_LABELS), len(self.senses), len(bio_labels(self.roles)))
 
@@ -333,13 +335,14 @@ class SemanticRoleLabeler(TrainablePipe):
         return chunks
 
     def _sense_candidates(self, forms: List[str]) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
-        """The rolesets seen with each predicate's word form, flat: (predicate row, sense id) pairs,
+        """The rolesets seen with each predicate's word form (for an unseen form, those of its likely
+        lemma: components/senses.py), flat: (predicate row, sense id) pairs,
         and where each predicate's run of pairs starts (a predicate without candidates has none)."""
         lexicon, index = self.cfg["lexicon"], self._sense_index
         rows, senses, starts = [], [], []
         for k, form in enumerate(forms):
             starts.append(len(senses))
-            for sense in lexicon.get(form, ()):
+            for sense in lexicon.get(form) or unseen_form_senses(form, self._senses_by_lemma):
                 rows.append(k)
                 senses.append(index[sense])
         return (
@@ -349,8 +352,8 @@ class SemanticRoleLabeler(TrainablePipe):
         )
 
     def _choose_sense(self, form: str, candidates, scores: numpy.ndarray, k: int) -> str:
-        """The best-scoring roleset among those seen with this word form (the lexicon's order breaks
-        ties); `<form>.01` if none."""
+        """The best-scoring roleset among the form's candidates (the lexicon's order breaks ties);
+        `<form>.01` if none."""
         start, end = candidates[2][k], candidates[2][k + 1]
         if start == end:
             return f"{form}.01"
@@ -373,37 +376,9 @@ class SemanticRoleLabeler(TrainablePipe):
         return docs
 
     # ------------------------------------------------------------------ training
-    def _targets(self, examples: Sequence[Example]):
+    def _targets(self, examples: Sequence[Example]) -> TrainingTargets:
         """Gold heads, types, senses, windows and BIO ids, in the predicted docs' token offsets."""
-        role_index, sense_index = self._role_index, self._sense_index
-        offset = 0
-        pred_labels, heads, senses, windows, bios = [], [], [], [], []
-        for eg in examples:
-            doc = eg.predicted
-            labels = numpy.zeros((len(doc),), dtype="int64")
-            specs = gold_specs_for(eg)
-            sent_starts = gold_sent_starts(eg)
-            doc_windows = self._windows(doc, [f.head for f in specs], sent_starts)
-            for frame, (start, end) in zip(specs, doc_windows):
-                labels[frame.head] = PREDICATE_LABELS.index(frame.predicate_type)
-                heads.append(offset + frame.head)
-                senses.append(sense_index.get(frame.sense, -100))
-                windows.append((offset + start, offset + end))
-                spans = [
-                    (role_index[role], s - start, e - start)
-                    for role, s, e in frame.arguments
-                    if role in role_index and start <= s and e <= end
-                ]
-                bios.append(spans_to_bio(end - start, spans))
-            pred_labels.append(labels)
-            offset += len(doc)
-        return (
-            numpy.concatenate(pred_labels) if pred_labels else numpy.zeros((0,), dtype="int64"),
-            heads,
-            senses,
-            windows,
-            bios,
-        )
+        return training_targets(examples, self._role_index, self._sense_index, self._windows)
 
     def _loss(self, H: torch.Tensor, targets) -> Tuple[torch.Tensor, Dict[str, float]]:
         module = head_module(self.model)
@@ -518,24 +493,3 @@ class SemanticRoleLabeler(TrainablePipe):
 
         util_from_disk(path, {"cfg": load_cfg, "model": load_model}, exclude)
         return self
-
-
-def gold_specs_for(eg: Example) -> List[FrameSpec]:
-    """The reference frames in the predicted doc's token offsets."""
-    specs = frame_specs(eg.reference)
-    if same_tokens(eg.predicted, eg.reference):
-        return specs
-    return project_specs(specs, eg.alignment.y2x)
-
-
-def gold_sent_starts(eg: Example) -> Optional[List[bool]]:
-    """Sentence starts for the predicted doc: the reference's, mapped through the alignment."""
-    if not eg.reference.has_annotation("SENT_START"):
-        return None
-    starts = [False] * len(eg.predicted)
-    y2x = eg.alignment.y2x
-    for sent in eg.reference.sents:
-        mapped = [int(i) for i in y2x[sent.start]]
-        if mapped:
-            starts[mapped[0]] = True
-    return starts
