@@ -11,6 +11,7 @@ reaches; given a larger `--training.max_steps`, a finished run trains on.
     python -m albert_srl.pipeline.train configs/srl_trf.cfg --output training --paths.train corpus/ewt/train.spacy
 """
 
+import json
 import pickle
 import random
 import shutil
@@ -43,6 +44,9 @@ from wasabi import msg
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pkl"
+EVALUATION_LOG = "evaluations.jsonl"
+# the scores each line of the evaluation log keeps, beside step, minutes and the weighted score
+LOGGED_SCORES = ("srl_f", "srl_p", "srl_r", "srl_e2e_f", "srl_pred_f", "srl_sense_acc", "sents_f")
 # training settings a resumed run may change: how long it goes on, how often it evaluates and saves
 RESUMABLE_CHANGES = ("max_steps", "patience", "eval_frequency", "logger")
 
@@ -300,15 +304,16 @@ def train(
         fix_random_seed(T["seed"])
     optimizer = T["optimizer"]
     examples = list(train_corpus(nlp))
-    progress = {"step": -1, "results": [], "losses": {}, "words": 0, "seconds": 0.0}
+    progress = {"step": -1, "results": [], "losses": {}, "words": 0, "seconds": 0.0, "evaluations": []}
     if checkpoint is None:
         clean_output_dir(output)
+        (output / EVALUATION_LOG).unlink(missing_ok=True)
         batches = ResumableBatches(examples, T["batcher"], T["max_epochs"])
     else:
         folder, state = checkpoint
         resume(nlp, optimizer, folder, state)
         batches = ResumableBatches(examples, T["batcher"], T["max_epochs"], state["position"])
-        progress = {key: state[key] for key in progress}
+        progress = {key: state.get(key, value) for key, value in progress.items()}
         restore_random_states(state["random"])
         msg.info(f"Resuming from {folder} after step {progress['step']}")
     evaluate = create_evaluation_callback(nlp, dev_corpus, T["score_weights"])
@@ -370,6 +375,8 @@ def train(
                     words=progress["words"],
                 )
                 if is_best is not None:
+                    progress["evaluations"].append(evaluation_record(info, progress["seconds"]))
+                    write_evaluation_log(output, progress["evaluations"])
                     with nlp.select_pipes(disable=frozen):
                         update_meta(T, nlp, info)
                     save_model(is_best)
@@ -392,6 +399,19 @@ def train(
     save_model(False)
     msg.good(f"Saved pipeline to output directory {output / DIR_MODEL_LAST} (step {progress['step']})")
     return output / DIR_MODEL_LAST
+
+
+def evaluation_record(info: dict, seconds: float) -> dict:
+    """One line of the evaluation log: when (step, training minutes) and the dev scores."""
+    scores = {key: info["other_scores"][key] for key in LOGGED_SCORES if key in info["other_scores"]}
+    return {"step": info["step"], "minutes": round(seconds / 60, 2), "score": info["score"], **scores}
+
+
+def write_evaluation_log(output: Path, evaluations: List[dict]) -> None:
+    """OUTPUT/evaluations.jsonl, one line per evaluation so far (rewritten whole: a resumed run's log
+    holds the evaluations before the interruption too, and none twice)."""
+    lines = "".join(json.dumps(record) + "\n" for record in evaluations)
+    (output / EVALUATION_LOG).write_text(lines, encoding="utf8")
 
 
 def done(progress: dict, T: dict) -> bool:

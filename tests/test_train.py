@@ -15,7 +15,7 @@ from common import FP32, REPO
 from spacy.util import load_config
 from typer.testing import CliRunner
 
-from albert_srl.pipeline.train import CHECKPOINT_DIR, STATE_FILE, app, train
+from albert_srl.pipeline.train import CHECKPOINT_DIR, EVALUATION_LOG, STATE_FILE, app, train
 
 runner = CliRunner()
 
@@ -80,6 +80,14 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(straight_run, mini_corp
     train(config(mini_corpus, tiny_albert, 8), tmp_path)
     assert_same_weights(straight_run / "model-last", tmp_path / "model-last")
     assert_same_weights(straight_run / "model-best", tmp_path / "model-best")
+    straight, resumed = evaluation_log(straight_run), evaluation_log(tmp_path)
+    assert [line["step"] for line in resumed] == [0, 3, 6]  # each evaluation once, across the resume
+    assert [line["srl_f"] for line in resumed] == [line["srl_f"] for line in straight]
+    assert all(a["minutes"] <= b["minutes"] for a, b in zip(resumed, resumed[1:]))
+
+
+def evaluation_log(output) -> list:
+    return [json.loads(line) for line in (output / EVALUATION_LOG).read_text().splitlines()]
 
 
 def test_uninterrupted_run_is_spacy_train(straight_run, mini_corpus, tiny_albert, tmp_path):
