@@ -35,8 +35,15 @@ def sentences_to_doc(vocab: Vocab, sentences: List[Sentence], doc_id: str = "", 
             )
     if spaces:
         spaces[-1] = False
+    syntax = document_syntax(sentences)
     doc = Doc(
-        vocab, words=words, spaces=spaces, tags=tags or None, lemmas=lemmas or None, sent_starts=sent_starts or None
+        vocab,
+        words=words,
+        spaces=spaces,
+        tags=tags or None,
+        lemmas=lemmas or None,
+        sent_starts=sent_starts or None,
+        **syntax,
     )
     set_frames(doc, frames)
     doc.user_data["doc_id"] = doc_id
@@ -44,10 +51,30 @@ def sentences_to_doc(vocab: Vocab, sentences: List[Sentence], doc_id: str = "", 
     return doc
 
 
+def document_syntax(sentences: List[Sentence]) -> dict:
+    """Doc arguments `pos`, `morphs`, `heads` (doc indices) and `deps` when every sentence has a
+    UD tree; none otherwise: spaCy reads a Doc's sentences off its tree, so a tree with holes
+    would move the sentence boundaries."""
+    if not sentences or any(sentence.syntax is None for sentence in sentences):
+        return {}
+    pos, morphs, heads, deps = [], [], [], []
+    for sentence in sentences:
+        offset = len(heads)
+        pos.extend(sentence.syntax.pos)
+        morphs.extend(sentence.syntax.morphs)
+        heads.extend(head + offset for head in sentence.syntax.heads)
+        deps.extend(
+            "ROOT" if head == i else dep
+            for i, (head, dep) in enumerate(zip(sentence.syntax.heads, sentence.syntax.deps))
+        )
+    return {"pos": pos, "morphs": morphs, "heads": heads, "deps": deps}
+
+
 def empty_counts() -> dict:
     return {
         "documents": 0,
         "sentences": 0,
+        "sentences_with_syntax": 0,
         "tokens": 0,
         "predicates": 0,
         "predicates_by_type": {t: 0 for t in PREDICATE_TYPES},
@@ -59,7 +86,9 @@ def empty_counts() -> dict:
 def add_doc_counts(counts: dict, doc: Doc) -> None:
     """Add one Doc's documents/sentences/tokens/predicates/arguments to `counts` (in place)."""
     counts["documents"] += 1
-    counts["sentences"] += sum(1 for _ in doc.sents) if len(doc) else 0
+    n_sentences = sum(1 for _ in doc.sents) if len(doc) else 0
+    counts["sentences"] += n_sentences
+    counts["sentences_with_syntax"] += n_sentences if doc.has_annotation("DEP") else 0
     counts["tokens"] += len(doc)
     roles: Counter = Counter(counts["arguments_by_role"])
     for frame in get_frames(doc):
@@ -74,8 +103,8 @@ def add_doc_counts(counts: dict, doc: Doc) -> None:
 
 def merge_counts(total: dict, part: dict) -> None:
     """Add the counts of `part` into `total` (in place)."""
-    for key in ("documents", "sentences", "tokens", "predicates", "arguments"):
-        total[key] += part[key]
+    for key in ("documents", "sentences", "sentences_with_syntax", "tokens", "predicates", "arguments"):
+        total[key] += part.get(key, 0)
     for key in ("predicates_by_type", "arguments_by_role"):
         merged = Counter(total[key])
         merged.update(part[key])

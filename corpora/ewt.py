@@ -8,18 +8,20 @@ Sentences are paired by position, or by length where the two files disagree on t
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from albert_srl.components.frames import FrameSpec, predicate_type_from_tag
 
-from .props import CorpusFormatError, Sentence, Skip, frame_from_column
+from .props import CorpusFormatError, Sentence, Skip, Syntax, frame_from_column
 
 SKEL_MIN_COLUMNS = 8  # doc, sentence no, token no, [WORD], POS, parse bit, lemma, roleset
 MAX_POS_RUN = 4  # a run of this many 1:1 tag disagreements means the tokens are shifted
 ATOM = re.compile(r"'\w+|\w+|[^\w\s]")
+# Universal POS tags (UD v2); anything else becomes X
+UPOS = frozenset("ADJ ADP ADV AUX CCONJ DET INTJ NOUN NUM PART PRON PROPN PUNCT SCONJ SYM VERB X".split())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,6 +128,10 @@ class UDWord:
     xpos: str
     space_after: bool
     mwt: Optional[Tuple[int, int, str]] = None  # (first word, last word + 1, surface) of its multiword token
+    upos: str = ""
+    feats: str = ""  # UD morphological features, "" for none
+    head: int = -1  # index of the head word in the sentence; -1 for the root
+    deprel: str = ""
 
 
 @dataclass
@@ -156,7 +162,7 @@ def read_conllu(path: Path) -> List[UDSentence]:
                 )
             if current is None:
                 current = UDSentence(line_no)
-            word_id, form, lemma, _upos, xpos, *_rest, misc = cols
+            word_id, form, lemma, upos, xpos, feats, head, deprel, _deps, misc = cols
             no_space = "SpaceAfter=No" in misc.split("|")
             if "." in word_id:  # empty node: not a surface word
                 continue
@@ -164,8 +170,12 @@ def read_conllu(path: Path) -> List[UDSentence]:
                 first, last = (int(x) for x in word_id.split("-"))
                 mwt_pending = (first, last, form, not no_space)
                 continue
+            if not head.isdigit():
+                raise CorpusFormatError(path, line_no, f"head {head!r} is not a word number")
             idx = len(current.words)
-            word = UDWord(form, lemma, xpos, not no_space)
+            word = UDWord(
+                form, lemma, xpos, not no_space, None, upos, "" if feats == "_" else feats, int(head) - 1, deprel
+            )
             if mwt_pending is not None and mwt_pending[0] <= int(word_id) <= mwt_pending[1]:
                 first, last, surface, space_after = mwt_pending
                 start = idx - (int(word_id) - first)
@@ -210,6 +220,10 @@ class AlignedToken:
     lemma: str
     op: str  # "1:1", "merge" or "split"
     agrees: bool = True
+    upos: str = ""
+    morph: str = ""
+    head: int = -1  # index of the head token in the sentence; -1 for the root
+    dep: str = ""
 
 
 def align_tokens(pb_tags: Sequence[str], words: Sequence[UDWord]) -> Optional[List[AlignedToken]]:
@@ -254,8 +268,10 @@ def align_tokens(pb_tags: Sequence[str], words: Sequence[UDWord]) -> Optional[Li
         ops.append((pi, i, pj, j, op))
         i, j = pi, pj
     tokens: List[AlignedToken] = []
+    groups = []  # (first token, number of tokens, UD words) per operation, for the syntax below
     for pi, pe, pj, pe_j, op in reversed(ops):
         span = words[pj:pe_j]
+        first = len(tokens)
         if op == "1:1":
             w = span[0]
             tokens.append(AlignedToken(w.form, w.space_after, w.lemma, op, pb_tags[pi] == w.xpos))
@@ -267,6 +283,8 @@ def align_tokens(pb_tags: Sequence[str], words: Sequence[UDWord]) -> Optional[Li
             pieces = split_form(span[0].form, pb_tags[pi:pe])
             for k, piece in enumerate(pieces):
                 tokens.append(AlignedToken(piece, span[0].space_after if k == len(pieces) - 1 else False, piece, op))
+        groups.append((first, len(tokens) - first, range(pj, pe_j)))
+    add_syntax(tokens, groups, words)
     run = longest = 0
     for token in tokens:
         run = 0 if token.agrees else run + 1
@@ -274,6 +292,75 @@ def align_tokens(pb_tags: Sequence[str], words: Sequence[UDWord]) -> Optional[Li
     if longest >= MAX_POS_RUN:
         return None
     return tokens
+
+
+def join_words(sentences: Sequence[UDSentence]) -> List[UDWord]:
+    """The words of consecutive UD sentences as one sentence: heads shifted, and each later
+    sentence's root attached to the first one's (`parataxis`), so the words still form one tree."""
+    words: List[UDWord] = []
+    first_root = None
+    for sentence in sentences:
+        offset = len(words)
+        for i, word in enumerate(sentence.words):
+            head = word.head + offset if word.head >= 0 else -1
+            deprel = word.deprel
+            if head < 0 and first_root is None:
+                first_root = offset + i
+            elif head < 0:
+                head, deprel = first_root, "parataxis"
+            mwt = (word.mwt[0] + offset, word.mwt[1] + offset, word.mwt[2]) if word.mwt else None
+            words.append(replace(word, head=head, deprel=deprel, mwt=mwt))
+    return words
+
+
+def add_syntax(tokens: List[AlignedToken], groups: Sequence[Tuple[int, int, range]], words: Sequence[UDWord]) -> None:
+    """Carry UD's UPOS, features, head and relation over to the aligned tokens (in place).
+
+    Joined words take those of the word whose head lies outside them; a split word's first piece
+    takes the word's, and its other pieces attach to the first (`goeswith`). Where the result is
+    not one tree (no UD tree to begin with, or a join of words that are not connected), every
+    token's head stays -1 and its relation "": the sentence has no syntax."""
+    word_token = {j: first for first, _, span in groups for j in span}
+    for first, count, span in groups:
+        inside = set(span)
+        word = words[next((j for j in span if words[j].head not in inside), span[0])]
+        head = word_token[word.head] if word.head >= 0 else -1
+        tokens[first].upos, tokens[first].morph, tokens[first].head, tokens[first].dep = (
+            word.upos,
+            word.feats,
+            head,
+            word.deprel,
+        )
+        for piece in tokens[first + 1 : first + count]:
+            piece.upos, piece.morph, piece.head, piece.dep = word.upos, word.feats, first, "goeswith"
+    if not is_tree([t.head for t in tokens]) or not all(t.dep for t in tokens):
+        for token in tokens:
+            token.head, token.dep = -1, ""
+
+
+def token_syntax(tokens: Sequence[AlignedToken]) -> Optional[Syntax]:
+    """The aligned tokens' syntax as a Sentence carries it, or None where they have none."""
+    if not tokens or not tokens[0].dep:
+        return None
+    return Syntax(
+        pos=[t.upos if t.upos in UPOS else "X" for t in tokens],
+        morphs=[t.morph for t in tokens],
+        heads=[i if t.head < 0 else t.head for i, t in enumerate(tokens)],
+        deps=[t.dep for t in tokens],
+    )
+
+
+def is_tree(heads: Sequence[int]) -> bool:
+    """Whether heads (-1 for the root) make one tree: a single root that every token reaches."""
+    if sum(1 for h in heads if h < 0) != 1 or any(h == i for i, h in enumerate(heads)):
+        return False
+    for i in range(len(heads)):
+        seen, node = 0, i
+        while heads[node] >= 0:
+            node, seen = heads[node], seen + 1
+            if seen > len(heads):
+                return False
+    return True
 
 
 def pair_sentences(skel: List[SkelSentence], ud: List[UDSentence]) -> List[Tuple[SkelSentence, Optional[List[UDWord]]]]:
@@ -311,8 +398,7 @@ def pair_sentences(skel: List[SkelSentence], ud: List[UDSentence]) -> List[Tuple
     while (i, j) != (0, 0):
         pi, pj = back[i, j]
         if i > pi:
-            words = [w for u in ud[pj:j] for w in u.words] if j > pj else None
-            pairs.append((skel[pi], words))
+            pairs.append((skel[pi], join_words(ud[pj:j]) if j > pj else None))
         i, j = pi, pj
     return list(reversed(pairs))
 
@@ -356,6 +442,7 @@ def convert_document(skel_path: Path, ud_path: Path) -> Tuple[List[Sentence], Li
                 lemmas=[t.lemma for t in tokens],
                 frames=frames,
                 source=f"{skel_path}:{sent.lines[0]}",
+                syntax=token_syntax(tokens),
             )
         )
     return sentences, skips

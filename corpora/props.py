@@ -41,6 +41,17 @@ class Sentence:
     lemmas: List[str]
     frames: List[FrameSpec]
     source: str = ""
+    # UD syntax where the corpus has it (EWT): UPOS, features, head index in the sentence (the
+    # root points to itself) and relation per word; None when it has none
+    syntax: Optional["Syntax"] = None
+
+
+@dataclass
+class Syntax:
+    pos: List[str]
+    morphs: List[str]
+    heads: List[int]
+    deps: List[str]
 
 
 @dataclass

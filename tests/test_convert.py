@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from albert_srl.components.frames import get_frames
 from albert_srl.corpora.conll import read_conll05, read_conll12
+from albert_srl.corpora.ewt import UDWord, align_tokens, is_tree
 from albert_srl.corpora.props import normalize_role
 from albert_srl.pipeline.convert import app
 
@@ -96,6 +97,66 @@ def test_ewt_fixture(tmp_path):
     assert report["test"]["arguments_by_role"] == {"ARG0": 2, "ARG1": 1, "C-ARG1": 1}
     assert report["train"]["genres"]["email"]["predicates"] == 3
     assert report["total"]["predicates"] == 8 and report["total"]["skipped_sentences"] == 0
+
+
+def test_ewt_fixture_carries_ud_syntax(tmp_path):
+    """UD's UPOS, features, heads and relations reach the tokens, through joined and split words;
+    a document whose UD sentences are not trees (the test document's) has none."""
+    assert convert("ewt", FIXTURES / "ewt-mini", tmp_path).exit_code == 0
+    (train,) = load(tmp_path / "train.spacy")
+    (dev,) = load(tmp_path / "dev.spacy")
+    (test,) = load(tmp_path / "test.spacy")
+    first = next(train.sents)
+    assert [(t.text, t.pos_, t.dep_, t.head.text) for t in first] == [
+        ("John", "PROPN", "nsubj", "gave"),
+        ("gave", "VERB", "ROOT", "gave"),
+        ("Mary", "PROPN", "iobj", "gave"),
+        ("the", "DET", "det", "book"),
+        ("book", "NOUN", "obj", "gave"),
+        ("yesterday", "NOUN", "obl:tmod", "gave"),
+        (".", "PUNCT", "punct", "gave"),
+    ]
+    assert str(train[1].morph) == "Mood=Ind|Tense=Past|VerbForm=Fin"
+    assert [s.text for s in train.sents] == [s.text for s in load_sents(train)]  # the tree keeps the sentences
+    # `where-ever` split in three: the first piece takes the word's relation, the others attach to it;
+    # `Im` (I + m joined) takes the relation of the word whose head lies outside the pair
+    assert [(t.text, t.dep_, t.head.i) for t in dev[4:9]] == [
+        ("where", "advmod", 8),
+        ("-", "goeswith", 4),
+        ("ever", "goeswith", 4),
+        ("you", "nsubj", 8),
+        ("end", "advcl", 0),
+    ]
+    assert (dev[11].text, dev[11].pos_, dev[11].dep_, dev[11].head.text) == ("Im", "PRON", "nsubj", "sure")
+    assert len(list(dev.sents)) == 2
+    assert not test.has_annotation("DEP") and len(list(test.sents)) == 1
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [report[split]["sentences_with_syntax"] for split in ("train", "dev", "test")] == [3, 2, 0]
+
+
+def load_sents(doc):
+    """The Doc's sentences as its sentence starts alone say."""
+    starts = [t.i for t in doc if t.is_sent_start] + [len(doc)]
+    return [doc[a:b] for a, b in zip(starts, starts[1:])]
+
+
+@pytest.mark.parametrize(
+    "heads,tree",
+    [([-1, 0, 0], True), ([1, -1, 1], True), ([-1, -1, 0], False), ([1, 2, 0], False), ([-1, 1], False)],
+)
+def test_is_tree(heads, tree):
+    assert is_tree(heads) == tree
+
+
+def test_joined_words_that_are_not_connected_leave_the_sentence_without_syntax():
+    words = [
+        UDWord("a", "a", "DT", False, upos="DET", head=2, deprel="det"),
+        UDWord("b", "b", "NN", True, upos="NOUN", head=-1, deprel="root"),
+        UDWord("c", "c", "NN", True, upos="NOUN", head=1, deprel="obj"),
+    ]
+    joined = align_tokens(["NN", "NN"], words)  # a+b joined: a's head (c) lies outside, and c's head is b
+    assert joined is not None and [t.dep for t in joined] == ["", ""]
+    assert [t.dep for t in align_tokens(["DT", "NN", "NN"], words)] == ["det", "root", "obj"]
 
 
 @pytest.mark.parametrize(
