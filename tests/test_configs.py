@@ -2,9 +2,12 @@
 from the CPU one only where a GPU is meant to differ."""
 
 import pytest
-from common import REPO
+import spacy
+from common import FP32, REPO
 from spacy.cli.init_config import fill_config
 from spacy.util import load_config
+
+from albert_srl.pipeline.train import train
 
 CONFIGS = sorted((REPO / "configs").glob("*.cfg"))
 
@@ -63,3 +66,25 @@ def test_gpu_config_differs_from_cpu_config_only_in_gpu_keys():
     assert differ == GPU_ONLY_KEYS, (
         f"new differences: {differ - GPU_ONLY_KEYS}; no longer different: {GPU_ONLY_KEYS - differ}"
     )
+
+
+def test_syntax_config_trains_morphologizer_parser_and_srl(mini_corpus, tiny_albert, tmp_path):
+    """configs/srl_trf_syntax.cfg trains on the fixture's UD trees and its pipeline predicts POS,
+    features, dependencies and frames."""
+    overrides = {
+        "paths.train": str(mini_corpus / "train.spacy"),
+        "paths.dev": str(mini_corpus / "dev.spacy"),
+        "paths.encoder": str(tiny_albert),
+        "components.srl.model.hidden_width": 64,
+        "components.parser.min_action_freq": 1,  # the fixture has each relation once or twice
+        "training.max_steps": 20,
+        "training.eval_frequency": 10,
+        **FP32,
+    }
+    train(load_config(REPO / "configs" / "srl_trf_syntax.cfg", overrides=overrides), tmp_path)
+    nlp = spacy.load(tmp_path / "model-last")
+    assert nlp.pipe_names == ["transformer", "senter", "morphologizer", "parser", "srl"]
+    assert {"dep_las", "pos_acc", "srl_f"} <= set(nlp.meta["performance"])
+    doc = nlp("John gave Mary the book yesterday.")
+    assert doc.has_annotation("DEP") and doc.has_annotation("POS") and doc.has_annotation("MORPH")
+    assert "srl_predicates" in doc.spans and "srl_arguments" in doc.spans  # the srl pipe annotated it
