@@ -82,9 +82,6 @@ def test_precisions_are_checked_for_the_device(tiny_pipeline):
 def test_gpu_id_without_a_gpu_fails_at_once_saying_why(tiny_pipeline, mini_corpus, tmp_path):
     """Every benchmark command takes --gpu-id; without a usable GPU it stops before any child runs."""
     import torch
-    from typer.testing import CliRunner
-
-    from albert_srl.pipeline.benchmark import app
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
@@ -107,11 +104,6 @@ def test_gpu_id_without_a_gpu_fails_at_once_saying_why(tiny_pipeline, mini_corpu
 def test_floor_ratio_is_the_median_round_and_the_pass_is_broken_down(tiny_pipeline, mini_corpus, tmp_path):
     """The in-turn floor times both passes in every round, alternating their order, and reports the
     median round's ratio; the breakdown names every step of the pipeline."""
-    import json
-
-    from typer.testing import CliRunner
-
-    from albert_srl.pipeline.benchmark import app
 
     out = tmp_path / "floor.json"
     result = CliRunner().invoke(
@@ -144,11 +136,6 @@ def test_floor_ratio_is_the_median_round_and_the_pass_is_broken_down(tiny_pipeli
 def test_floor_with_gold_structure_encodes_the_same_docs_on_both_sides(tiny_pipeline, mini_corpus, tmp_path):
     """With --gold-structure the transformer alone and the whole pipeline both run on the corpus's own
     tokens, so the SRL head is all that differs; the breakdown gives the two steps' seconds."""
-    import json
-
-    from typer.testing import CliRunner
-
-    from albert_srl.pipeline.benchmark import app
 
     out = tmp_path / "floor.json"
     result = CliRunner().invoke(
@@ -196,13 +183,9 @@ def test_floor_with_gold_structure_encodes_the_same_docs_on_both_sides(tiny_pipe
 def test_trf_reference_in_turn_rotates_the_order_and_takes_each_rounds_ratio(tiny_pipeline, mini_corpus, tmp_path):
     """Every pipeline and the roberta-base reference are timed in each round, the order rotating, and
     each pipeline's ratio to the reference is its words/s over the reference's within one round."""
-    import json
     import shutil
     import statistics
 
-    from typer.testing import CliRunner
-
-    from albert_srl.pipeline.benchmark import app
     from albert_srl.pipeline.benchmark.trf_reference import REFERENCE
 
     gold_structure = tmp_path / "gold-structure-copy"
@@ -238,12 +221,7 @@ def test_trf_reference_in_turn_rotates_the_order_and_takes_each_rounds_ratio(tin
 def test_per_predicate_speedup_is_the_median_round(tiny_pipeline, mini_corpus, tmp_path):
     """Both designs are timed in every round, their order alternating, and the speedup reported is
     the median round's ratio of seconds (both count the pipeline's words)."""
-    import json
     import statistics
-
-    from typer.testing import CliRunner
-
-    from albert_srl.pipeline.benchmark import app
 
     out = tmp_path / "per-predicate.json"
     result = CliRunner().invoke(
@@ -278,11 +256,8 @@ def test_per_predicate_with_gold_structure_times_the_head_on_gold_predicates(
 ):
     """With --gold-structure this pipeline's side is the transformer and the SRL head on the corpus's
     own sentences and predicates (what the per-predicate side is given), not nlp.pipe."""
-    import json
 
-    from typer.testing import CliRunner
-
-    from albert_srl.pipeline.benchmark import app, per_predicate
+    from albert_srl.pipeline.benchmark import per_predicate
 
     passes = []
 
@@ -319,9 +294,6 @@ def test_per_predicate_with_gold_structure_times_the_head_on_gold_predicates(
 
 
 def test_random_pipeline_asks_for_an_encoder_or_a_vocabulary(mini_corpus, tmp_path):
-    from typer.testing import CliRunner
-
-    from albert_srl.pipeline.benchmark import app
 
     result = CliRunner().invoke(
         app, ["random-pipeline", "configs/srl_trf_gpu.cfg", str(mini_corpus / "dev.spacy"), str(tmp_path / "pipe")]
@@ -354,7 +326,6 @@ def test_per_predicate_passes_run_the_encoder_in_eval_mode_after_a_pipeline_pass
 def test_reports_write_a_markdown_table_under_a_header_naming_machine_and_pipeline(tiny_pipeline, tmp_path):
     """Each benchmark's JSON gets a Markdown table beside it, headed by the date, the machine and the
     pipeline's encoder and SRL head settings (read from its config)."""
-    import json
 
     from albert_srl.pipeline.benchmark.machine import machine
     from albert_srl.pipeline.benchmark.reports import write_report
