@@ -25,7 +25,7 @@ GPU_ONLY_KEYS = {
     # larger batches fit in GPU memory
     "training.batcher.size",
     # the schedule of the larger encoder: a longer warm-up to a lower peak, decaying to zero at max_steps
-    # (the CPU config stops at 2,000 of its 2,600 decay steps)
+    # (the CPU config stops at 8,000 of its 10,400 decay steps)
     "training.optimizer.learn_rate.warmup_steps",
     "training.optimizer.learn_rate.total_steps",
     "training.optimizer.learn_rate.initial_rate",
