@@ -63,10 +63,7 @@ def document_syntax(sentences: List[Sentence]) -> dict:
         pos.extend(sentence.syntax.pos)
         morphs.extend(sentence.syntax.morphs)
         heads.extend(head + offset for head in sentence.syntax.heads)
-        deps.extend(
-            "ROOT" if head == i else dep
-            for i, (head, dep) in enumerate(zip(sentence.syntax.heads, sentence.syntax.deps))
-        )
+        deps.extend(sentence.syntax.deps)
     return {"pos": pos, "morphs": morphs, "heads": heads, "deps": deps}
 
 
@@ -104,7 +101,7 @@ def add_doc_counts(counts: dict, doc: Doc) -> None:
 def merge_counts(total: dict, part: dict) -> None:
     """Add the counts of `part` into `total` (in place)."""
     for key in ("documents", "sentences", "sentences_with_syntax", "tokens", "predicates", "arguments"):
-        total[key] += part.get(key, 0)
+        total[key] += part[key]
     for key in ("predicates_by_type", "arguments_by_role"):
         merged = Counter(total[key])
         merged.update(part[key])

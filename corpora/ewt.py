@@ -346,7 +346,7 @@ def token_syntax(tokens: Sequence[AlignedToken]) -> Optional[Syntax]:
         pos=[t.upos if t.upos in UPOS else "X" for t in tokens],
         morphs=[t.morph for t in tokens],
         heads=[i if t.head < 0 else t.head for i, t in enumerate(tokens)],
-        deps=[t.dep for t in tokens],
+        deps=["ROOT" if t.head < 0 else t.dep for t in tokens],
     )
 
 

@@ -42,7 +42,7 @@ class Sentence:
     frames: List[FrameSpec]
     source: str = ""
     # UD syntax where the corpus has it (EWT): UPOS, features, head index in the sentence (the
-    # root points to itself) and relation per word; None when it has none
+    # root points to itself, relation ROOT) and relation per word; None when it has none
     syntax: Optional["Syntax"] = None
 
 

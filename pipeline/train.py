@@ -225,6 +225,8 @@ def read_checkpoint(output: Path) -> Optional[Tuple[Path, dict]]:
 
 def resume(nlp: Language, optimizer: Optimizer, folder: Path, state: dict) -> None:
     """Put the checkpoint's weights, optimizer states and schedules into a freshly initialized `nlp`."""
+    if "evaluations" not in state:
+        raise TrainError(f"{folder} was written by an older version of this command: delete it to start again")
     if state["config"] != comparable_config(nlp.config):
         raise TrainError(
             f"{folder} was written with another config (only training.{', training.'.join(RESUMABLE_CHANGES)} "
@@ -304,7 +306,7 @@ def train(
         fix_random_seed(T["seed"])
     optimizer = T["optimizer"]
     examples = list(train_corpus(nlp))
-    progress = {"step": -1, "results": [], "losses": {}, "words": 0, "seconds": 0.0, "evaluations": []}
+    progress = {"step": -1, "evaluations": [], "losses": {}, "words": 0, "seconds": 0.0}
     if checkpoint is None:
         clean_output_dir(output)
         (output / EVALUATION_LOG).unlink(missing_ok=True)
@@ -313,7 +315,7 @@ def train(
         folder, state = checkpoint
         resume(nlp, optimizer, folder, state)
         batches = ResumableBatches(examples, T["batcher"], T["max_epochs"], state["position"])
-        progress = {key: state.get(key, value) for key, value in progress.items()}
+        progress = {key: state[key] for key in progress}
         restore_random_states(state["random"])
         msg.info(f"Resuming from {folder} after step {progress['step']}")
     evaluate = create_evaluation_callback(nlp, dev_corpus, T["score_weights"])
@@ -363,20 +365,20 @@ def train(
                 if not step % T["eval_frequency"]:
                     with nlp.use_params(optimizer.averages) if optimizer.averages else nullcontext():
                         score, other_scores = evaluate()
-                    progress["results"].append((score, step))
-                    is_best = score == max(progress["results"])[0]
                     info.update(score=score, other_scores=other_scores)
                 progress["words"] += sum(len(eg) for eg in batch)
                 progress["step"], progress["seconds"] = step, time.monotonic() - started
+                if info["score"] is not None:
+                    progress["evaluations"].append(evaluation_record(info, progress["seconds"]))
+                    write_evaluation_log(output, progress["evaluations"])
+                    is_best = info["score"] == max(e["score"] for e in progress["evaluations"])
                 info.update(
                     losses=losses,
-                    checkpoints=progress["results"],
+                    checkpoints=scored_steps(progress),
                     seconds=int(progress["seconds"]),
                     words=progress["words"],
                 )
                 if is_best is not None:
-                    progress["evaluations"].append(evaluation_record(info, progress["seconds"]))
-                    write_evaluation_log(output, progress["evaluations"])
                     with nlp.select_pipes(disable=frozen):
                         update_meta(T, nlp, info)
                     save_model(is_best)
@@ -407,6 +409,11 @@ def evaluation_record(info: dict, seconds: float) -> dict:
     return {"step": info["step"], "minutes": round(seconds / 60, 2), "score": info["score"], **scores}
 
 
+def scored_steps(progress: dict) -> List[Tuple[float, int]]:
+    """(score, step) per evaluation so far: what spaCy's logger and stopping rules read."""
+    return [(e["score"], e["step"]) for e in progress["evaluations"]]
+
+
 def write_evaluation_log(output: Path, evaluations: List[dict]) -> None:
     """OUTPUT/evaluations.jsonl, one line per evaluation so far (rewritten whole: a resumed run's log
     holds the evaluations before the interruption too, and none twice)."""
@@ -416,7 +423,7 @@ def write_evaluation_log(output: Path, evaluations: List[dict]) -> None:
 
 def done(progress: dict, T: dict) -> bool:
     """spaCy's stopping rules: `max_steps` reached, or no better evaluation in `patience` steps."""
-    step, results = progress["step"], progress["results"]
+    step, results = progress["step"], scored_steps(progress)
     if T["max_steps"] and step >= T["max_steps"]:
         return True
     if T["patience"] and results:
