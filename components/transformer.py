@@ -122,12 +122,17 @@ def fast_wordpiece_tokenizer(tokenizer):
         return BertTokenizerFast.from_pretrained(folder)
 
 
-def prepare_encoder(model, fused_gelu: bool = True, fast_wordpiece: bool = True) -> None:
+def prepare_encoder(
+    model, fused_gelu: bool = True, fast_wordpiece: bool = True, freeze_embeddings: bool = False
+) -> None:
     """The speed swaps that keep the numbers, on the HF objects a TransformerModel holds now:
     the fused tanh GELU in its transformer (and in an int8 copy standing in for it), the fast
-    WordPiece tokenizer for a slow BERT one."""
+    WordPiece tokenizer for a slow BERT one. And, a training choice, `freeze_embeddings`: the word
+    embeddings get no gradient, so training skips their update."""
     shim = model.layers[0].shims[0]
     hf_objects = shim._hfmodel
+    if freeze_embeddings and shim._model is not None:
+        shim._model.get_input_embeddings().weight.requires_grad_(False)
     if fused_gelu:
         for module in {id(m): m for m in (shim._model, hf_objects.transformer) if m is not None}.values():
             fuse_tanh_gelu(module)
@@ -137,7 +142,9 @@ def prepare_encoder(model, fused_gelu: bool = True, fast_wordpiece: bool = True)
             hf_objects.tokenizer = fast
 
 
-def with_prepared_encoder(forward: Callable, fused_gelu: bool, fast_wordpiece: bool) -> Callable:
+def with_prepared_encoder(
+    forward: Callable, fused_gelu: bool, fast_wordpiece: bool, freeze_embeddings: bool = False
+) -> Callable:
     """`prepare_encoder` before the first forward pass of each HF model the shim holds (one is
     built at initialize, a load replaces it, an int8 copy stands in for it at prediction)."""
     prepared: "weakref.WeakSet" = weakref.WeakSet()
@@ -145,7 +152,7 @@ def with_prepared_encoder(forward: Callable, fused_gelu: bool, fast_wordpiece: b
     def prepared_forward(model, docs: List[Doc], is_train: bool):
         hf_model = model.layers[0].shims[0]._model
         if hf_model is not None and hf_model not in prepared:
-            prepare_encoder(model, fused_gelu, fast_wordpiece)
+            prepare_encoder(model, fused_gelu, fast_wordpiece, freeze_embeddings)
             prepared.add(hf_model)
         return forward(model, docs, is_train)
 
@@ -305,6 +312,7 @@ class EncoderOptions:
     fused_gelu: bool
     fast_wordpiece: bool
     bucket_tokens: int
+    freeze_embeddings: bool
 
 
 @registry.architectures("albert_srl.TransformerModel.v1")
@@ -321,6 +329,7 @@ def create_transformer_model(
     fused_gelu: bool = True,
     fast_wordpiece: bool = True,
     bucket_tokens: int = BUCKET_TOKENS,
+    freeze_embeddings: bool = False,
 ) -> TransformerModel:
     """spacy-transformers.TransformerModel.v3, plus bf16 autocast on CPUs that support it
     (`cpu_bf16`) and, where bf16 is not used, int8 prediction (`cpu_int8`); both ignored on GPUs.
@@ -329,6 +338,8 @@ def create_transformer_model(
     `fast_wordpiece`: a slow BERT WordPiece tokenizer replaced by its fast equivalent (same ids);
     `bucket_tokens`: on CPUs a batch's windows run in groups of similar length of at most this many
     padded wordpieces (same vectors and gradients, less padding; 0: one batch padded to its longest).
+    `freeze_embeddings`: the word embedding matrix (most of a small encoder's parameters) stays as
+    pretrained: training skips its gradient and optimizer step.
     Docs: docs/srl-pipe.md."""
     options = EncoderOptions(
         cpu_precision="bf16" if cpu_bf16 and cpu_bf16_supported() else "int8" if cpu_int8 else "fp32",
@@ -336,6 +347,7 @@ def create_transformer_model(
         fused_gelu=fused_gelu,
         fast_wordpiece=fast_wordpiece,
         bucket_tokens=bucket_tokens,
+        freeze_embeddings=freeze_embeddings,
     )
     model = TransformerModel(name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config)
     model.attrs["encoder_options"] = options
@@ -344,9 +356,9 @@ def create_transformer_model(
     if bucket_tokens > 0:
         hf_layer = model.layers[0]
         hf_layer._func = with_length_buckets(hf_layer._func, bucket_tokens)
-    if fused_gelu or fast_wordpiece:
+    if fused_gelu or fast_wordpiece or freeze_embeddings:
         # innermost, so an int8 copy (made from the unfused original) is fused too
-        model._func = with_prepared_encoder(model._func, fused_gelu, fast_wordpiece)
+        model._func = with_prepared_encoder(model._func, fused_gelu, fast_wordpiece, freeze_embeddings)
     if gpu_bf16:
         model._func = with_gpu_bf16(model._func)
     if options.cpu_precision == "bf16":

@@ -394,3 +394,23 @@ def test_gpu_bf16_sets_the_cuda_autocast_dtype_for_the_call_only():
     assert torch.get_autocast_dtype("cuda") == default
     output, _ = with_gpu_bf16(forward)(on_cpu, [], False)
     assert seen[-1] == default and output.model_output["last_hidden_state"].dtype == torch.bfloat16
+
+
+def test_frozen_embeddings_stay_as_pretrained_while_the_layers_train(tiny_albert, mini_corpus, tmp_path):
+    import spacy
+
+    frozen = {**TRF_OVERRIDES, "components.transformer.model.freeze_embeddings": True}
+    nlp = make_nlp("srl_trf.cfg", frozen, tiny_albert)
+    nlp.initialize()
+    encoder = encoder_of(nlp)
+    before = {name: p.detach().clone() for name, p in encoder.named_parameters()}
+    train(nlp, load_refs(mini_corpus)[:2], steps=2)
+    embeddings = encoder.get_input_embeddings().weight
+    assert not embeddings.requires_grad and embeddings.grad is None
+    changed = {name for name, p in encoder.named_parameters() if not (p.detach() == before[name]).all()}
+    assert "embeddings.word_embeddings.weight" not in changed
+    assert any("encoder" in name for name in changed)
+    # a loaded pipeline has the trained weights (the option is about training, not the stored model)
+    nlp.to_disk(tmp_path / "model")
+    loaded = spacy.load(tmp_path / "model")
+    numpy.testing.assert_allclose(trf_tensor(loaded), trf_tensor(nlp), atol=1e-5)
