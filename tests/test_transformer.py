@@ -410,7 +410,9 @@ def test_frozen_embeddings_stay_as_pretrained_while_the_layers_train(tiny_albert
     changed = {name for name, p in encoder.named_parameters() if not (p.detach() == before[name]).all()}
     assert "embeddings.word_embeddings.weight" not in changed
     assert any("encoder" in name for name in changed)
-    # a loaded pipeline has the trained weights (the option is about training, not the stored model)
+    # a loaded pipeline (as a resumed run loads its checkpoint) has the trained weights, and its
+    # embeddings are frozen again from its first forward pass
     nlp.to_disk(tmp_path / "model")
     loaded = spacy.load(tmp_path / "model")
     numpy.testing.assert_allclose(trf_tensor(loaded), trf_tensor(nlp), atol=1e-5)
+    assert not encoder_of(loaded).get_input_embeddings().weight.requires_grad
