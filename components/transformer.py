@@ -31,6 +31,7 @@ from spacy.tokens import Doc
 from spacy_transformers.data_classes import WordpieceBatch
 from spacy_transformers.layers.transformer_model import TransformerModel
 from spacy_transformers.util import registry
+from thinc.api import Model
 
 
 def cpu_bf16_supported() -> bool:
@@ -265,6 +266,56 @@ def with_length_buckets(forward: Callable, max_tokens: int) -> Callable:
     return forward_in_length_buckets
 
 
+def layer_mix_model() -> Model:
+    """The learned mix's parameters, a node of the transformer model so that thinc's optimizer and
+    serialization see them: `weights`, one logit per hidden state (the embedding output and each
+    layer), and `scale`. Set at the first forward pass, when the number of hidden states is known."""
+    return Model("layer_mix", lambda model, X, is_train: (X, lambda dY: dY), params={"weights": None, "scale": None})
+
+
+def with_layer_mix(forward: Callable, mix: Model) -> Callable:
+    """Replace the encoder's `last_hidden_state` with `scale * sum(softmax(weights)[i] * hidden_states[i])`
+    (ELMo's scalar mix): the listeners read a learned blend of all layers instead of the last only.
+    The mix is computed in torch on the encoder's outputs, so spacy-transformers' backward pass (from
+    `last_hidden_state`) runs through it; the weights' gradients are handed to thinc afterwards."""
+
+    def mixed_forward(model, wordpieces, is_train: bool):
+        output, backprop = forward(model, wordpieces, is_train)
+        states = output.get("hidden_states")
+        if states is None:
+            raise ValueError(
+                "layer_mix needs the encoder's hidden states: set output_hidden_states = true in "
+                "[components.transformer.model.transformer_config]"
+            )
+        if not mix.has_param("weights"):
+            mix.set_param("weights", mix.ops.alloc1f(len(states)))
+            mix.set_param("scale", mix.ops.asarray1f([1.0]))
+        if mix.get_param("weights").shape[0] != len(states):
+            raise ValueError(
+                f"layer_mix has {mix.get_param('weights').shape[0]} weights but the encoder gives "
+                f"{len(states)} hidden states: the pipeline was trained with another encoder depth"
+            )
+        device = states[-1].device
+        weights = torch.tensor(numpy.asarray(mix.get_param("weights")), device=device, requires_grad=is_train)
+        scale = torch.tensor(numpy.asarray(mix.get_param("scale")), device=device, requires_grad=is_train)
+        probs = torch.softmax(weights, dim=0)
+        mixed = scale * sum(probs[i] * state.float() for i, state in enumerate(states))
+        output["last_hidden_state"] = mixed.to(states[-1].dtype)
+        if not is_train:
+            return output, backprop
+
+        def mixed_backprop(d_output):
+            result = backprop(d_output)  # torch.autograd.backward from the mixed tensor: fills .grad
+            for name, tensor in (("weights", weights), ("scale", scale)):
+                if tensor.grad is not None:
+                    mix.inc_grad(name, mix.ops.asarray1f(tensor.grad.detach().cpu().numpy()))
+            return result
+
+        return output, mixed_backprop
+
+    return mixed_forward
+
+
 def quantize_linear_int8(module: torch.nn.Module) -> torch.nn.Module:
     """A copy of `module` with its linear layers dynamically quantized to int8."""
     with warnings.catch_warnings():
@@ -313,6 +364,7 @@ class EncoderOptions:
     fast_wordpiece: bool
     bucket_tokens: int
     freeze_embeddings: bool
+    layer_mix: bool
 
 
 @registry.architectures("albert_srl.TransformerModel.v1")
@@ -330,6 +382,7 @@ def create_transformer_model(
     fast_wordpiece: bool = True,
     bucket_tokens: int = BUCKET_TOKENS,
     freeze_embeddings: bool = False,
+    layer_mix: bool = False,
 ) -> TransformerModel:
     """spacy-transformers.TransformerModel.v3, plus bf16 autocast on CPUs that support it
     (`cpu_bf16`) and, where bf16 is not used, int8 prediction (`cpu_int8`); both ignored on GPUs.
@@ -340,6 +393,8 @@ def create_transformer_model(
     padded wordpieces (same vectors and gradients, less padding; 0: one batch padded to its longest).
     `freeze_embeddings`: the word embedding matrix (most of a small encoder's parameters) stays as
     pretrained: training skips its gradient and optimizer step.
+    `layer_mix`: the listeners read a learned softmax-weighted sum of all hidden states (embedding
+    output and every layer) instead of the last layer's.
     Docs: docs/srl-pipe.md."""
     options = EncoderOptions(
         cpu_precision="bf16" if cpu_bf16 and cpu_bf16_supported() else "int8" if cpu_int8 else "fp32",
@@ -348,13 +403,21 @@ def create_transformer_model(
         fast_wordpiece=fast_wordpiece,
         bucket_tokens=bucket_tokens,
         freeze_embeddings=freeze_embeddings,
+        layer_mix=layer_mix,
     )
+    if layer_mix:
+        transformer_config = {**transformer_config, "output_hidden_states": True}
     model = TransformerModel(name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config)
     model.attrs["encoder_options"] = options
     # A thinc model's forward pass is its `_func`: each option wraps the one before (the length
     # buckets wrap the HF layer's, beneath the tokenizer and alignment).
+    hf_layer = model.layers[0]
+    if layer_mix:
+        # per length group, beneath the buckets: each group's mixed output has its own graph
+        mix = layer_mix_model()
+        model.layers.append(mix)
+        hf_layer._func = with_layer_mix(hf_layer._func, mix)
     if bucket_tokens > 0:
-        hf_layer = model.layers[0]
         hf_layer._func = with_length_buckets(hf_layer._func, bucket_tokens)
     if fused_gelu or fast_wordpiece or freeze_embeddings:
         # innermost, so an int8 copy (made from the unfused original) is fused too

@@ -50,7 +50,9 @@ def tiny_wordpiece_albert(tmp_path_factory):
 
 def trf_tensor(nlp, text=TEXT):
     data = nlp(text)._.trf_data
-    assert all(v.dtype == numpy.float32 for v in data.model_output.values())
+    # hidden states (with layer_mix) are a list of arrays
+    values = [v for value in data.model_output.values() for v in (value if isinstance(value, list) else [value])]
+    assert all(v.dtype == numpy.float32 for v in values)
     return data.tensors[0]
 
 
@@ -416,3 +418,26 @@ def test_frozen_embeddings_stay_as_pretrained_while_the_layers_train(tiny_albert
     loaded = spacy.load(tmp_path / "model")
     numpy.testing.assert_allclose(trf_tensor(loaded), trf_tensor(nlp), atol=1e-5)
     assert not encoder_of(loaded).get_input_embeddings().weight.requires_grad
+
+
+def test_layer_mix_learns_its_weights_and_round_trips(tiny_albert, mini_corpus, tmp_path):
+    import spacy
+
+    mixed = {**TRF_OVERRIDES, "components.transformer.model.layer_mix": True}
+    nlp = make_nlp("srl_trf.cfg", mixed, tiny_albert)
+    nlp.initialize()
+    mix = nlp.get_pipe("transformer").model.layers[-1]
+    n_states = encoder_of(nlp).config.num_hidden_layers + 1
+    # the listeners start from the uniform mix of the embedding output and every layer
+    output = nlp(TEXT)._.trf_data.model_output
+    assert len(output["hidden_states"]) == n_states
+    uniform = sum(numpy.asarray(state) for state in output["hidden_states"]) / n_states
+    numpy.testing.assert_allclose(output["last_hidden_state"], uniform, atol=1e-5)
+    assert mix.get_param("weights").shape == (n_states,)
+    train(nlp, load_refs(mini_corpus)[:2], steps=3)
+    weights, scale = mix.get_param("weights").copy(), mix.get_param("scale").copy()
+    assert not numpy.allclose(weights, 0.0) and not numpy.allclose(scale, 1.0)
+    nlp.to_disk(tmp_path / "model")
+    loaded = spacy.load(tmp_path / "model")
+    numpy.testing.assert_allclose(trf_tensor(loaded), trf_tensor(nlp), atol=1e-5)
+    numpy.testing.assert_array_equal(loaded.get_pipe("transformer").model.layers[-1].get_param("weights"), weights)
