@@ -3,7 +3,9 @@
 Scores, all with the CoNLL-2005 scorer's semantics (components/scoring.py):
 - predicted predicates (the pipeline as users run it, raw tokens in, sentences found by the
   senter): `srl_f` (arguments), predicate P/R/F1, sense accuracy, end-to-end F1;
-- gold predicates (and gold sentences): argument P/R/F1, the setting of most published results.
+- gold predicates (and gold sentences): argument P/R/F1, the setting of most published results;
+- with a tagger, morphologizer or parser in the pipeline: UPOS, tag and morphology accuracy, UAS
+  and LAS (spaCy's scorers, punctuation excluded), on the predicted sentences.
 Also writes CoNLL-2005 props files `<props-prefix>.gold.props` and `.pred.props` (one block per
 gold sentence, merged where a frame crosses a sentence boundary) on which srl-eval.pl gives the same
 counts as `srl_f`, and the predicted Docs as `.pred.spacy` (the report reads them).
@@ -21,6 +23,7 @@ import spacy
 import typer
 from spacy.cli._util import parse_config_overrides
 from spacy.tokens import Doc, DocBin
+from spacy.training import Example
 from wasabi import msg
 
 from albert_srl.components.frames import FrameSpec, frame_specs, set_frames
@@ -88,9 +91,27 @@ def evaluate(nlp, refs: List[Doc], batch_size: int = 32) -> Dict[str, object]:
         g: {k: v for k, v in c.scores().items() if isinstance(v, float)} for g, c in sorted(by_genre.items())
     }
     scores["sents_f"] = sentence_f(refs, predicted_docs)
+    scores.update(syntax_scores(nlp, refs, predicted_docs))
     scores["words"] = n_words
     scores["words_per_second"] = n_words / seconds if seconds else 0.0
     return scores, predicted_docs
+
+
+SYNTAX_PIPES = ("tagger", "morphologizer", "parser")
+SYNTAX_SCORES = ("pos_acc", "tag_acc", "morph_acc", "dep_uas", "dep_las")
+
+
+def syntax_scores(nlp, refs: List[Doc], docs: List[Doc]) -> Dict[str, Optional[float]]:
+    """UPOS, tag and morphology accuracy and UAS/LAS (punctuation excluded, spaCy's scorers) for the
+    pipeline's tagger, morphologizer and parser, on the predicted sentences; None where the corpus
+    has no gold annotation of that kind. Empty for a pipeline without these pipes."""
+    examples = [Example(doc, ref) for doc, ref in zip(docs, refs)]
+    scores: Dict[str, Optional[float]] = {}
+    for name in SYNTAX_PIPES:
+        if name in nlp.pipe_names:
+            found = nlp.get_pipe(name).score(examples)
+            scores.update({key: found[key] for key in SYNTAX_SCORES if key in found})
+    return scores
 
 
 def sentence_f(refs: List[Doc], docs: List[Doc]) -> float:
@@ -166,6 +187,9 @@ def main(
         f"Sense accuracy {100 * scores['srl_sense_acc']:.2f}; sentence F1 {100 * scores['sents_f']:.2f}; "
         f"{scores['words_per_second']:.0f} words/s"
     )
+    syntax = [f"{key} {100 * scores[key]:.2f}" for key in SYNTAX_SCORES if scores.get(key) is not None]
+    if syntax:
+        msg.info("Syntax (punctuation excluded from UAS/LAS): " + "; ".join(syntax))
     msg.good(f"Wrote {output}, {prefix}.gold.props, {prefix}.pred.props, {prefix}.pred.spacy")
 
 

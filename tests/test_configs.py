@@ -5,6 +5,7 @@ import pytest
 import spacy
 from common import FP32, REPO
 from spacy.cli.init_config import fill_config
+from spacy.tokens import DocBin
 from spacy.util import load_config
 
 from albert_srl.pipeline.train import train
@@ -88,3 +89,10 @@ def test_syntax_config_trains_morphologizer_parser_and_srl(mini_corpus, tiny_alb
     doc = nlp("John gave Mary the book yesterday.")
     assert doc.has_annotation("DEP") and doc.has_annotation("POS") and doc.has_annotation("MORPH")
     assert "srl_predicates" in doc.spans and "srl_arguments" in doc.spans  # the srl pipe annotated it
+    # `evaluate` reports the syntax beside the frames
+    from albert_srl.pipeline.evaluate import evaluate
+
+    refs = list(DocBin().from_disk(mini_corpus / "dev.spacy").get_docs(nlp.vocab))
+    scores, _ = evaluate(nlp, refs)
+    assert all(0.0 <= scores[key] <= 1.0 for key in ("pos_acc", "morph_acc", "dep_uas", "dep_las"))
+    assert scores["dep_las"] <= scores["dep_uas"]
