@@ -1,10 +1,11 @@
-"""The engine-agnostic core of bulk annotation: an Arrow table in, four tidy Arrow tables out.
+"""The engine-agnostic core of bulk annotation: an Arrow table in, five tidy Arrow tables out.
 
 `annotate_table` is what the `annotate` command runs on every batch of every Parquet part, in this
 process or on a Dask worker; `get_pipeline` keeps one loaded pipeline per process, so a worker loads
 the model once, however many tasks it runs. Output tables (their columns: docs/annotate.md):
 
 - `arguments`: one row per argument, `predicates`: one row per predicate,
+- `tokens`: one row per token (POS, morphology and dependencies where the pipeline predicts them),
 - `documents`: one row per input row (with its status), `errors`: rows that were not annotated.
 """
 
@@ -29,8 +30,8 @@ from spacy.tokens import Doc
 
 from albert_srl.components.frames import get_frames
 
-SCHEMA_VERSION = "1"
-TABLES = ("arguments", "predicates", "documents", "errors")
+SCHEMA_VERSION = "2"  # 2: the tokens table
+TABLES = ("arguments", "predicates", "tokens", "documents", "errors")
 METADATA_KEY = b"albert_srl"
 # Document statuses in the `documents` table.
 OK, EMPTY, ERROR, DUPLICATE = "ok", "empty", "error", "duplicate_id"
@@ -38,7 +39,7 @@ RESERVED_COLUMNS = {
     "doc_id", "sent_idx", "pred_token_idx", "pred_start_char", "pred_end_char", "pred_text", "pred_lemma", "pred_sense",
     "role", "arg_start_token", "arg_end_token", "arg_start_char", "arg_end_char", "arg_text", "score", "pred_type",
     "pred_start_token", "pred_end_token", "arguments", "part", "row", "status", "chars", "tokens", "sentences",
-    "predicates", "reason",
+    "predicates", "reason", "token_idx", "text", "lemma", "pos", "morph", "head", "dep", "start_char", "end_char",
 }  # fmt: skip
 
 
@@ -168,7 +169,7 @@ def pipeline_provenance(nlp: Language, model: str) -> Dict[str, str]:
 def output_schemas(
     input_schema: pa.Schema, settings: AnnotateSettings, provenance: Optional[Dict[str, str]] = None
 ) -> Dict[str, pa.Schema]:
-    """The four output schemas; `doc_id` and carried columns keep their input types."""
+    """The output schemas; `doc_id` and carried columns keep their input types."""
     clashes = [c for c in settings.carry if c in RESERVED_COLUMNS]
     if clashes:
         raise AnnotateInputError(
@@ -196,6 +197,11 @@ def output_schemas(
         "predicates": predicate + [
             pa.field("pred_type", text), pa.field("pred_start_token", i32), pa.field("pred_end_token", i32),
             pa.field("arguments", i32), pa.field("score", pa.float32()),
+        ] + carried,
+        "tokens": [
+            doc_id, pa.field("sent_idx", i32), pa.field("token_idx", i32), pa.field("text", text),
+            pa.field("lemma", text), pa.field("pos", text), pa.field("morph", text), pa.field("head", i32),
+            pa.field("dep", text), pa.field("start_char", i32), pa.field("end_char", i32),
         ] + carried,
         "documents": [
             doc_id, pa.field("part", text), pa.field("row", pa.int64()), pa.field("status", text),
@@ -288,7 +294,7 @@ def annotate_table(
     seen_ids: Optional[Set[Any]] = None,
     schemas: Optional[Dict[str, pa.Schema]] = None,
 ) -> Dict[str, pa.Table]:
-    """Annotate the rows of `table` and return the four output tables.
+    """Annotate the rows of `table` and return the output tables.
 
     `part` and `row_offset` say where the rows come from (for `documents` and `errors`); `seen_ids`
     carries the ids of earlier batches of the same part, so a repeated id is caught across batches.
@@ -339,7 +345,7 @@ def annotate_table(
         for i, doc_or_error in _pipe_isolating_failures(nlp, todo, settings):
             if not isinstance(doc_or_error, str):
                 try:
-                    results[i] = _add_frames(doc_or_error, ids[i], _carried_row(carried, i), rows)
+                    results[i] = _add_rows(doc_or_error, ids[i], _carried_row(carried, i), rows)
                 except Exception as err:  # costs this row only
                     doc_or_error = f"reading the frames failed: {type(err).__name__}: {err}"
             if isinstance(doc_or_error, str):
@@ -421,8 +427,35 @@ def _sentence_index(doc: Doc) -> numpy.ndarray:
     return numpy.zeros(len(doc), dtype=numpy.int32)
 
 
-def _add_frames(doc: Doc, doc_id: Any, carried: Dict[str, Any], rows: Dict[str, _Rows]) -> Dict[str, int]:
+def _add_rows(doc: Doc, doc_id: Any, carried: Dict[str, Any], rows: Dict[str, _Rows]) -> Dict[str, int]:
+    """One annotated document's rows in every table but `documents`; returns its counts for that one.
+    Table rows are added only once all were built, so a failure leaves no partial document."""
+    staged = {name: _Rows(rows[name].schema) for name in ("predicates", "arguments", "tokens")}
     sent_of = _sentence_index(doc)
+    counts = _add_frames(doc, doc_id, carried, staged, sent_of)
+    _add_tokens(doc, doc_id, carried, staged, sent_of)
+    for name, table in staged.items():
+        for column, values in table.columns.items():
+            rows[name].columns[column].extend(values)
+    return counts
+
+
+def _add_tokens(doc: Doc, doc_id: Any, carried: Dict[str, Any], rows: Dict[str, _Rows], sent_of) -> None:
+    """A row per token; lemma, pos, morph, head and dep are null where the pipeline does not set them."""
+    has_lemma, has_pos = doc.has_annotation("LEMMA"), doc.has_annotation("POS")
+    has_morph, has_dep = doc.has_annotation("MORPH"), doc.has_annotation("DEP")
+    for token in doc:
+        rows["tokens"].add(
+            doc_id=doc_id, sent_idx=int(sent_of[token.i]), token_idx=token.i, text=token.text,
+            lemma=token.lemma_ if has_lemma else None, pos=token.pos_ if has_pos else None,
+            morph=str(token.morph) if has_morph else None, head=token.head.i if has_dep else None,
+            dep=token.dep_ if has_dep else None, start_char=token.idx, end_char=token.idx + len(token), **carried,
+        )  # fmt: skip
+
+
+def _add_frames(
+    doc: Doc, doc_id: Any, carried: Dict[str, Any], rows: Dict[str, _Rows], sent_of: numpy.ndarray
+) -> Dict[str, int]:
     frames = get_frames(doc)
     n_arguments = 0
     for frame in frames:

@@ -1,7 +1,7 @@
 """Parquet stores for the `annotate` command: input parts, output parts, the manifest and the lock.
 
-Exactly-once rule: a part's four output files are written under hidden temporary names, renamed
-to their final names when all four are complete, and only then recorded in `_manifest.json`
+Exactly-once rule: a part's output files (one per table) are written under hidden temporary names, renamed
+to their final names when all are complete, and only then recorded in `_manifest.json`
 (itself replaced atomically). A re-run skips recorded parts and redoes any other, replacing
 whatever a killed run left under final names; stale temporary files are removed first.
 """
@@ -111,7 +111,7 @@ def annotate_part(
     read_rows: int = 1024,
     on_batch: Optional[Callable[[int, int], None]] = None,
 ) -> PartResult:
-    """Annotate one input part into four complete temporary files, streaming `read_rows` rows at a
+    """Annotate one input part into complete temporary files (one per table), streaming `read_rows` rows at a
     time. Runs in the driver or on a Dask worker; never raises for bad data (the result says what
     failed). Only the process holding the output lock publishes them (`publish_part`), so a task
     that outlives its run can never put files under final names."""
@@ -225,6 +225,12 @@ class Manifest:
                 "failed_parts": {},
             }
             return
+        written = self.data.get("schema_version")
+        if written != provenance["schema_version"]:
+            raise AnnotateInputError(
+                f"{self.path.parent} holds output of table schema {written}, this albert-srl writes "
+                f"schema {provenance['schema_version']} (its tables differ); use a new output folder or --overwrite"
+            )
         recorded = self.data.get("provenance", {})
         old = self.data.get("settings", {}), recorded.get("config_sha256"), recorded.get("weights_sha256")
         if old != (settings, provenance["config_sha256"], provenance["weights_sha256"]):

@@ -17,7 +17,7 @@ from filelock import FileLock
 from typer.testing import CliRunner
 
 from albert_srl.pipeline.annotate import app
-from albert_srl.pipeline.annotation import AnnotateSettings, annotate_table, read_provenance
+from albert_srl.pipeline.annotation import TABLES, AnnotateSettings, annotate_table, read_provenance
 
 ARGUMENT_COLUMNS = [
     "doc_id", "sent_idx", "pred_token_idx", "pred_start_char", "pred_end_char", "pred_text", "pred_lemma",
@@ -47,12 +47,7 @@ def run(*args):
 
 
 def temporaries(output: Path):
-    return [
-        p
-        for t in ("arguments", "predicates", "documents", "errors")
-        if (output / t).exists()
-        for p in (output / t).rglob(".*.tmp-*")
-    ]
+    return [p for t in TABLES if (output / t).exists() for p in (output / t).rglob(".*.tmp-*")]
 
 
 def read(output: Path, table: str) -> pd.DataFrame:
@@ -66,7 +61,7 @@ def test_annotate_store(tiny_pipeline, mini_corpus, tmp_path):
     result = run(tiny_pipeline, tmp_path / "store", out, "--carry", "source")
     assert result.exit_code == 0, result.output
     # one output file per input part and table, mirroring the hive folders
-    for table in ("arguments", "predicates", "documents", "errors"):
+    for table in TABLES:
         assert sorted(p.relative_to(out / table).as_posix() for p in (out / table).rglob("*.parquet")) == [
             "year=2020/part-0.parquet",
             "year=2021/part-1.parquet",
@@ -87,6 +82,14 @@ def test_annotate_store(tiny_pipeline, mini_corpus, tmp_path):
     assert sorted(documents["doc_id"]) == list(frame.id) and (documents["status"] == "ok").all()
     assert documents.set_index("doc_id")["predicates"].sum() == len(predicates)
     assert read(out, "errors").empty
+    # one tokens row per token; this pipeline predicts no POS, morphology or tree
+    tokens = read(out, "tokens")
+    assert len(tokens) == documents["tokens"].sum() and "source" in tokens
+    for row in tokens.itertuples():
+        assert text_of[row.doc_id][row.start_char : row.end_char] == row.text
+    assert tokens[["lemma", "pos", "morph", "head", "dep"]].isna().all().all()
+    first = tokens[tokens.doc_id == frame.id[0]]
+    assert list(first.token_idx) == list(range(len(first))) and first.sent_idx.is_monotonic_increasing
     # DuckDB reads the same tables, with the hive partition from the folder names
     con = duckdb.connect()
     n, years = con.execute(
@@ -102,7 +105,7 @@ def test_annotate_store(tiny_pipeline, mini_corpus, tmp_path):
     assert bad == 0
     provenance = read_provenance(pq.read_schema(out / "arguments" / "year=2020" / "part-0.parquet"))
     assert (
-        provenance["schema_version"] == "1"
+        provenance["schema_version"] == "2"
         and len(provenance["config_sha256"]) == 64
         and len(provenance["weights_sha256"]) == 64
     )
@@ -221,6 +224,11 @@ def test_second_run_on_same_output_refuses(tiny_pipeline, mini_corpus, tmp_path)
     result = run(tiny_pipeline, tmp_path / "store", out, "--carry", "source")
     assert result.exit_code == 2 and "other settings" in result.said
     assert run(tiny_pipeline, tmp_path / "store", out, "--carry", "source", "--overwrite").exit_code == 0
+    # output of an older table schema is not resumed into
+    manifest = json.loads((out / "_manifest.json").read_text())
+    (out / "_manifest.json").write_text(json.dumps({**manifest, "schema_version": "1"}))
+    result = run(tiny_pipeline, tmp_path / "store", out, "--carry", "source")
+    assert result.exit_code == 2 and "table schema 1" in result.said
 
 
 def test_kill_minus_9_then_resume_gives_every_row_once(tiny_pipeline, mini_corpus, tmp_path):

@@ -19,13 +19,14 @@ def sorted_table(out, table):
     keys = {
         "arguments": ["doc_id", "pred_token_idx", "arg_start_token", "role"],
         "predicates": ["doc_id", "pred_token_idx"],
+        "tokens": ["doc_id", "token_idx"],
         "documents": ["doc_id"],
     }[table]
     return frame.sort_values(keys, ignore_index=True)
 
 
 def assert_same_output(a, b):
-    for table in ("arguments", "predicates", "documents"):
+    for table in ("arguments", "predicates", "tokens", "documents"):
         pd.testing.assert_frame_equal(sorted_table(a, table), sorted_table(b, table), check_exact=False, atol=1e-5)
 
 

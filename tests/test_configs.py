@@ -96,3 +96,18 @@ def test_syntax_config_trains_morphologizer_parser_and_srl(mini_corpus, tiny_alb
     scores, _ = evaluate(nlp, refs)
     assert all(0.0 <= scores[key] <= 1.0 for key in ("pos_acc", "morph_acc", "dep_uas", "dep_las"))
     assert scores["dep_las"] <= scores["dep_uas"]
+    # `annotate` writes the predicted POS, features and trees in its tokens table
+    import pyarrow as pa
+
+    from albert_srl.pipeline.annotation import AnnotateSettings, annotate_table
+
+    texts = ["John gave Mary the book yesterday. She read it.", "The man, he said, left."]
+    settings = AnnotateSettings(model=str(tmp_path / "model-last"))
+    tokens = annotate_table(pa.table({"id": [1, 2], "text": texts}), settings)["tokens"].to_pandas()
+    assert len(tokens) == sum(len(nlp(t)) for t in texts)
+    assert tokens[["pos", "morph", "head", "dep"]].notna().all().all()
+    sentence = dict(zip(zip(tokens.doc_id, tokens.token_idx), tokens.sent_idx))
+    assert all(sentence[(d, h)] == s for d, h, s in zip(tokens.doc_id, tokens["head"], tokens.sent_idx))
+    roots = tokens[tokens["head"] == tokens.token_idx]
+    assert set(roots.dep) == {"ROOT"}
+    assert set(zip(roots.doc_id, roots.sent_idx)) == set(zip(tokens.doc_id, tokens.sent_idx))  # a root per sentence
