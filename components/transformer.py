@@ -14,6 +14,8 @@ it cheaper to run on CPUs and GPUs; all but `cpu_int8` keep its outputs within r
   tokenizer (same vocabulary).
 - `bucket_tokens`: on CPUs a batch's windows run in groups of similar length instead of one batch
   padded to its longest window: the same vectors and gradients, with less padding computed.
+- `layer_mix`: the listeners read a learned softmax-weighted sum of all hidden states (ELMo's
+  scalar mix) instead of the last layer's.
 
 Each option wraps the model's forward function; `model.attrs["encoder_options"]` records which
 wrapping the model was built with (`cpu_precision`, `gpu_precision` read it).
@@ -296,13 +298,18 @@ def with_layer_mix(forward: Callable, mix: Model) -> Callable:
                 f"{len(states)} hidden states: the pipeline was trained with another encoder depth"
             )
         device = states[-1].device
-        weights = torch.tensor(numpy.asarray(mix.get_param("weights")), device=device, requires_grad=is_train)
-        scale = torch.tensor(numpy.asarray(mix.get_param("scale")), device=device, requires_grad=is_train)
+        weights, scale = (
+            torch.tensor(mix.ops.to_numpy(mix.get_param(name)), device=device, requires_grad=is_train)
+            for name in ("weights", "scale")
+        )
         probs = torch.softmax(weights, dim=0)
-        mixed = scale * sum(probs[i] * state.float() for i, state in enumerate(states))
-        output["last_hidden_state"] = mixed.to(states[-1].dtype)
+        mixed = (scale * sum(probs[i] * state.float() for i, state in enumerate(states))).to(states[-1].dtype)
+        # spacy-transformers' backward pass starts from this object's last_hidden_state: the mixed one
+        output["last_hidden_state"] = mixed
+        # the listeners get the mix alone: every layer's states would be copied into each Doc
+        listened = type(output)(**{key: value for key, value in output.items() if key != "hidden_states"})
         if not is_train:
-            return output, backprop
+            return listened, backprop
 
         def mixed_backprop(d_output):
             result = backprop(d_output)  # torch.autograd.backward from the mixed tensor: fills .grad
@@ -311,7 +318,7 @@ def with_layer_mix(forward: Callable, mix: Model) -> Callable:
                     mix.inc_grad(name, mix.ops.asarray1f(tensor.grad.detach().cpu().numpy()))
             return result
 
-        return output, mixed_backprop
+        return listened, mixed_backprop
 
     return mixed_forward
 
@@ -406,6 +413,11 @@ def create_transformer_model(
         layer_mix=layer_mix,
     )
     if layer_mix:
+        if mixed_precision and not gpu_bf16:
+            # fp16 scales the loss; thinc unscales the encoder's gradients, not the mix's
+            raise ValueError(
+                "layer_mix does not support fp16 mixed precision: set gpu_bf16 = true, or layer_mix = false"
+            )
         transformer_config = {**transformer_config, "output_hidden_states": True}
     model = TransformerModel(name, get_spans, tokenizer_config, transformer_config, mixed_precision, grad_scaler_config)
     model.attrs["encoder_options"] = options

@@ -84,7 +84,7 @@ def annotate(
     ),
     workers: int = typer.Option(2, "--workers", help="Worker processes of the local Dask cluster (one thread each)"),
 ) -> None:
-    """Annotate INPUT with MODEL into OUTPUT (tables: arguments, predicates, documents, errors)."""
+    """Annotate INPUT with MODEL into OUTPUT (tables: arguments, predicates, tokens, documents, errors)."""
     settings = AnnotateSettings(
         model=model, id_column=id_column, text_column=text_column, tokens_column=tokens_column,
         carry=tuple(c.strip() for value in carry for c in value.split(",") if c.strip()),

@@ -29,6 +29,10 @@ from wasabi import msg
 from albert_srl.components.frames import FrameSpec, frame_specs, set_frames
 from albert_srl.components.scoring import SRLCounts, write_props
 
+# pipes whose scores `evaluate` reports beside the frames, and those scores
+SYNTAX_PIPES = ("tagger", "morphologizer", "parser")
+SYNTAX_SCORES = ("pos_acc", "tag_acc", "morph_acc", "dep_uas", "dep_las")
+
 
 def load_pipeline(model: str, gpu_id: int, overrides: Optional[Dict[str, object]] = None):
     if gpu_id >= 0:
@@ -71,8 +75,9 @@ def evaluate(nlp, refs: List[Doc], batch_size: int = 32) -> Dict[str, object]:
         predicted_docs.append(doc)
     seconds = time.perf_counter() - start
     srl = nlp.get_pipe("srl")
-    # gold predicates and sentences: run the pipeline without srl, then label the given predicates
-    with nlp.select_pipes(disable=["srl"]):
+    # gold predicates and sentences: run the pipeline without srl (and the syntax, which srl does
+    # not read), then label the given predicates
+    with nlp.select_pipes(disable=["srl", *(name for name in SYNTAX_PIPES if name in nlp.pipe_names)]):
         given = list(nlp.pipe((plain_doc(nlp, r, True) for r in refs), batch_size=batch_size))
     for ref, doc in zip(refs, given):
         set_frames(doc, [FrameSpec(f.head, "", (f.head, f.head + 1), f.predicate_type) for f in frame_specs(ref)])
@@ -95,10 +100,6 @@ def evaluate(nlp, refs: List[Doc], batch_size: int = 32) -> Dict[str, object]:
     scores["words"] = n_words
     scores["words_per_second"] = n_words / seconds if seconds else 0.0
     return scores, predicted_docs
-
-
-SYNTAX_PIPES = ("tagger", "morphologizer", "parser")
-SYNTAX_SCORES = ("pos_acc", "tag_acc", "morph_acc", "dep_uas", "dep_las")
 
 
 def syntax_scores(nlp, refs: List[Doc], docs: List[Doc]) -> Dict[str, Optional[float]]:

@@ -45,8 +45,12 @@ from wasabi import msg
 CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "state.pkl"
 EVALUATION_LOG = "evaluations.jsonl"
-# the scores each line of the evaluation log keeps, beside step, minutes and the weighted score
-LOGGED_SCORES = ("srl_f", "srl_p", "srl_r", "srl_e2e_f", "srl_pred_f", "srl_sense_acc", "sents_f")
+# the scores each line of the evaluation log keeps (those the pipeline has), beside step, minutes and
+# the weighted score
+LOGGED_SCORES = (
+    "srl_f", "srl_p", "srl_r", "srl_e2e_f", "srl_pred_f", "srl_sense_acc", "sents_f",
+    "pos_acc", "morph_acc", "dep_uas", "dep_las",
+)  # fmt: skip
 # training settings a resumed run may change: how long it goes on, how often it evaluates and saves
 RESUMABLE_CHANGES = ("max_steps", "patience", "eval_frequency", "logger")
 

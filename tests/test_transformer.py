@@ -3,6 +3,7 @@ when asked, int8 prediction."""
 
 import numpy
 import pytest
+import torch
 from common import TEXTS, TRF_OVERRIDES, load_refs, make_nlp, train
 
 from albert_srl.components.transformer import cpu_bf16_supported, cpu_precision
@@ -428,12 +429,21 @@ def test_layer_mix_learns_its_weights_and_round_trips(tiny_albert, mini_corpus, 
     nlp.initialize()
     mix = nlp.get_pipe("transformer").model.layers[-1]
     n_states = encoder_of(nlp).config.num_hidden_layers + 1
-    # the listeners start from the uniform mix of the embedding output and every layer
-    output = nlp(TEXT)._.trf_data.model_output
-    assert len(output["hidden_states"]) == n_states
-    uniform = sum(numpy.asarray(state) for state in output["hidden_states"]) / n_states
-    numpy.testing.assert_allclose(output["last_hidden_state"], uniform, atol=1e-5)
-    assert mix.get_param("weights").shape == (n_states,)
+    # the listeners start from the uniform mix of the embedding output and every layer (and get
+    # only the mix, not each layer's states)
+    data = nlp(TEXT)._.trf_data
+    assert "hidden_states" not in data.model_output
+    wordpieces = data.wordpieces
+    with torch.no_grad():
+        states = encoder_of(nlp)(
+            input_ids=torch.as_tensor(wordpieces.input_ids),
+            attention_mask=torch.as_tensor(wordpieces.attention_mask),
+            output_hidden_states=True,
+        ).hidden_states
+    assert len(states) == n_states and mix.get_param("weights").shape == (n_states,)
+    uniform = (sum(states) / n_states).numpy()
+    real = numpy.asarray(wordpieces.attention_mask, dtype=bool)
+    numpy.testing.assert_allclose(data.model_output["last_hidden_state"][real], uniform[real], atol=1e-5)
     train(nlp, load_refs(mini_corpus)[:2], steps=3)
     weights, scale = mix.get_param("weights").copy(), mix.get_param("scale").copy()
     assert not numpy.allclose(weights, 0.0) and not numpy.allclose(scale, 1.0)
@@ -441,3 +451,6 @@ def test_layer_mix_learns_its_weights_and_round_trips(tiny_albert, mini_corpus, 
     loaded = spacy.load(tmp_path / "model")
     numpy.testing.assert_allclose(trf_tensor(loaded), trf_tensor(nlp), atol=1e-5)
     numpy.testing.assert_array_equal(loaded.get_pipe("transformer").model.layers[-1].get_param("weights"), weights)
+    # fp16 scales the loss, which the mix's own gradients would not see undone
+    with pytest.raises(ValueError, match="fp16"):
+        make_nlp("srl_trf.cfg", {**mixed, "components.transformer.model.mixed_precision": True}, tiny_albert)
