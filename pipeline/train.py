@@ -139,6 +139,28 @@ def comparable_config(config: Config) -> str:
     return config.to_str()
 
 
+def same_training(saved: str, config: Config) -> bool:
+    """Whether a checkpoint's config (`comparable_config`'s text) and `config` train the same way.
+    Both are filled with the registered functions' defaults first, so an option added since the
+    checkpoint was written, left at a default that keeps the old behaviour, does not stop a resume."""
+
+    def filled(text: str) -> dict:
+        return flat(registry.fill(Config().from_str(text, interpolate=False), validate=False))
+
+    return filled(saved) == filled(comparable_config(config))
+
+
+def flat(config: dict, prefix: str = "") -> dict:
+    """A nested config as {"section.key": value}."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # The corpus, batch by batch, from any position
 
@@ -231,7 +253,7 @@ def resume(nlp: Language, optimizer: Optimizer, folder: Path, state: dict) -> No
     """Put the checkpoint's weights, optimizer states and schedules into a freshly initialized `nlp`."""
     if "evaluations" not in state:
         raise TrainError(f"{folder} was written by an older version of this command: delete it to start again")
-    if state["config"] != comparable_config(nlp.config):
+    if not same_training(state["config"], nlp.config):
         raise TrainError(
             f"{folder} was written with another config (only training.{', training.'.join(RESUMABLE_CHANGES)} "
             "may change between runs): train into another --output, or delete it to start again"

@@ -151,3 +151,18 @@ def test_a_checkpoint_of_another_config_is_refused(straight_run, mini_corpus, ti
     )
     assert result.exit_code == 1
     assert "another config" in result.output and str(tmp_path) in result.output
+
+
+def test_a_checkpoint_from_before_a_new_option_resumes(mini_corpus, tiny_albert, tmp_path):
+    """A checkpoint written before an option existed resumes when the option is at its default."""
+    import pickle
+
+    train(config(mini_corpus, tiny_albert, 2), tmp_path)
+    state_file = tmp_path / "checkpoint" / "state.pkl"
+    state = pickle.loads(state_file.read_bytes())
+    assert "layer_mix = false\n" in state["config"]
+    state_file.write_bytes(pickle.dumps({**state, "config": state["config"].replace("layer_mix = false\n", "")}))
+    args = [f"--{key}={json.dumps(value)}" for key, value in overrides(mini_corpus, tiny_albert, 4).items()]
+    result = runner.invoke(app, [str(REPO / "configs" / "srl_trf.cfg"), "--output", str(tmp_path), *args])
+    assert result.exit_code == 0, result.output
+    assert "Resuming" in result.output
