@@ -440,17 +440,33 @@ def _add_rows(doc: Doc, doc_id: Any, carried: Dict[str, Any], rows: Dict[str, _R
     return counts
 
 
-def _add_tokens(doc: Doc, doc_id: Any, carried: Dict[str, Any], rows: Dict[str, _Rows], sent_of) -> None:
-    """A row per token; lemma, pos, morph, head and dep are null where the pipeline does not set them."""
-    has_lemma, has_pos = doc.has_annotation("LEMMA"), doc.has_annotation("POS")
-    has_morph, has_dep = doc.has_annotation("MORPH"), doc.has_annotation("DEP")
-    for token in doc:
-        rows["tokens"].add(
-            doc_id=doc_id, sent_idx=int(sent_of[token.i]), token_idx=token.i, text=token.text,
-            lemma=token.lemma_ if has_lemma else None, pos=token.pos_ if has_pos else None,
-            morph=str(token.morph) if has_morph else None, head=token.head.i if has_dep else None,
-            dep=token.dep_ if has_dep else None, start_char=token.idx, end_char=token.idx + len(token), **carried,
-        )  # fmt: skip
+def _add_tokens(doc: Doc, doc_id: Any, carried: Dict[str, Any], rows: Dict[str, _Rows], sent_of: numpy.ndarray) -> None:
+    """A row per token, column by column (a table of one row per word: no per-token calls); lemma,
+    pos, morph, head and dep are null where the pipeline does not set them."""
+    n = len(doc)
+    columns = rows["tokens"].columns
+    starts = doc.to_array("IDX").astype(numpy.int64)
+    texts = [t.text for t in doc]
+    columns["doc_id"].extend([doc_id] * n)
+    columns["sent_idx"].extend(sent_of[:n].tolist())
+    columns["token_idx"].extend(range(n))
+    columns["text"].extend(texts)
+    columns["start_char"].extend(starts.tolist())
+    columns["end_char"].extend((starts + numpy.fromiter(map(len, texts), numpy.int64, n)).tolist())
+    strings = doc.vocab.strings
+
+    def attr(name: str, present: bool) -> list:
+        return [strings[int(v)] for v in doc.to_array(name)] if present else [None] * n
+
+    columns["lemma"].extend(attr("LEMMA", doc.has_annotation("LEMMA")))
+    columns["pos"].extend(attr("POS", doc.has_annotation("POS")))
+    columns["morph"].extend([str(t.morph) for t in doc] if doc.has_annotation("MORPH") else [None] * n)
+    has_dep = doc.has_annotation("DEP")
+    heads = numpy.arange(n) + doc.to_array("HEAD").astype(numpy.int64)  # to_array: offsets to the head
+    columns["head"].extend(heads.tolist() if has_dep else [None] * n)
+    columns["dep"].extend(attr("DEP", has_dep))
+    for name, value in carried.items():
+        columns[name].extend([value] * n)
 
 
 def _add_frames(
