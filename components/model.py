@@ -15,6 +15,8 @@ from thinc.api import Model, PyTorchWrapper_v2
 from thinc.types import Floats2d
 from torch import nn
 
+from albert_srl.components.torch_updates import update_in_place
+
 
 class SRLHead(nn.Module):
     """The PyTorch head. With `pair_width` (SRLModel.v2), (predicate, token) pairs are built at that
@@ -251,7 +253,7 @@ def build_head(model: Model, width: int, n_predicate_labels: int, n_senses: int,
         a["dropout"],
         a["pair_width"],
     )
-    head = PyTorchWrapper_v2(module)
+    head = update_in_place(PyTorchWrapper_v2(module))
     if model.has_ref("head"):
         model.layers[1] = head
     else:

@@ -35,6 +35,8 @@ from spacy_transformers.layers.transformer_model import TransformerModel
 from spacy_transformers.util import registry
 from thinc.api import Model
 
+from albert_srl.components.torch_updates import update_in_place
+
 
 def cpu_bf16_supported() -> bool:
     """Whether this CPU runs bf16 matrix products natively (AVX512-BF16 or AMX)."""
@@ -440,7 +442,7 @@ def create_transformer_model(
         model._func = with_cpu_bf16(model._func)
     elif options.cpu_precision == "int8":
         model._func = with_cpu_int8(model._func)
-    return model
+    return update_in_place(model)
 
 
 def gpu_precision(model) -> str:
