@@ -356,14 +356,22 @@ def test_reports_write_a_markdown_table_under_a_header_naming_machine_and_pipeli
     ]
 
 
-def test_train_speed_breaks_a_step_into_parts(mini_corpus, tiny_albert, tmp_path):
+@pytest.mark.parametrize(
+    "config,options",
+    [
+        ("srl_trf.cfg", []),
+        # the syntax pipes: spaCy's parser is a Cython class, timed through a stand-in
+        ("srl_trf_syntax.cfg", ["--components.parser.min_action_freq=1"]),
+    ],
+)
+def test_train_speed_breaks_a_step_into_parts(config, options, mini_corpus, tiny_albert, tmp_path):
     """`train-speed` trains the config for a few steps and accounts for every second of them."""
     output = tmp_path / "train-speed.json"
     args = [
-        "train-speed", str(REPO / "configs" / "srl_trf.cfg"), str(output), "--steps", "4", "--warmup", "1",
+        "train-speed", str(REPO / "configs" / config), str(output), "--steps", "4", "--warmup", "1",
         f"--paths.train={mini_corpus / 'train.spacy'}", f"--paths.dev={mini_corpus / 'dev.spacy'}",
         f"--paths.encoder={tiny_albert}", "--components.srl.model.hidden_width=64",
-        "--components.transformer.model.cpu_bf16=false",
+        "--components.transformer.model.cpu_bf16=false", *options,
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -371,5 +379,7 @@ def test_train_speed_breaks_a_step_into_parts(mini_corpus, tiny_albert, tmp_path
     parts = report["seconds_per_step"]
     assert report["words"] > 0 and report["words_per_s"] > 0
     assert parts["transformer forward"] > 0 and parts["transformer backward"] > 0 and parts["srl head forward"] > 0
+    if "syntax" in config:
+        assert parts["parser"] > 0 and parts["morphologizer"] > 0 and "optimizer: parser" in parts
     assert abs(sum(parts.values()) * report["steps"] - report["seconds"]) < 1e-6
     assert "trained words/s" in output.with_suffix(".md").read_text()
