@@ -3,10 +3,10 @@
 thinc's `PyTorchShim.finish_update` hands each parameter to the optimizer as an array view,
 then wraps the returned array in a new tensor through DLPack and makes that the parameter's
 data. The DLPack wrapper keeps the array alive, and the array keeps the tensor it viewed, so
-every step leaves one more tensor per parameter reachable from the parameter: a long training
-run holds millions of them, its memory grows every step and its steps get slower. thinc's
-optimizers update the array in place, so the parameter already holds the new values; the
-step below copies them over only when the optimizer returned other memory."""
+every step leaves one more tensor per parameter alive: a long training run accumulates hundreds
+of thousands of them, its memory grows every step and every full garbage collection walks them
+all. thinc's optimizers update the array in place, so the parameter already holds the new
+values; the step below copies them over only when the optimizer returned other memory."""
 
 from types import MethodType
 from typing import cast

@@ -49,8 +49,24 @@ def trained(in_place: bool, steps: int):
 def test_in_place_updates_give_thincs_weights():
     ours = trained(in_place=True, steps=20)[0]
     thincs = trained(in_place=False, steps=20)[0]
-    for (name, mine), (_, theirs) in zip(ours.named_parameters(), thincs.named_parameters()):
-        assert torch.equal(mine, theirs), name
+    start = trained(in_place=True, steps=0)[0]
+    for (name, mine), (_, theirs), (_, first) in zip(
+        ours.named_parameters(), thincs.named_parameters(), start.named_parameters()
+    ):
+        assert torch.equal(mine, theirs) and not torch.equal(mine, first), name
+
+
+def test_new_arrays_from_the_optimizer_are_copied_in():
+    """An optimizer that returns other memory (as on a GPU) still updates the parameter, in place."""
+    model = update_in_place(PyTorchWrapper_v2(torch.nn.Linear(3, 2)))
+    X = model.ops.asarray2f(numpy.ones((4, 3)))
+    Y, backprop = model.begin_update(X)
+    backprop(Y + 1.0)
+    module = model.shims[0]._model
+    address, expected = module.weight.data_ptr(), module.weight.detach() - 0.5 * module.weight.grad
+    model.finish_update(lambda key, weights, gradient: (weights - 0.5 * gradient, gradient))
+    assert torch.allclose(module.weight.detach(), expected) and module.weight.data_ptr() == address
+    assert not module.weight.grad.any()
 
 
 def test_in_place_updates_leave_no_tensor_behind():
