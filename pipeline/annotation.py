@@ -281,6 +281,15 @@ class _Rows:
         for name, column in self.columns.items():
             column.append(values.get(name))
 
+    def extend(self, n: int, columns: Dict[str, list], constants: Dict[str, Any]) -> None:
+        """`n` rows at once: `columns` gives n values per column, `constants` one value for all n
+        rows; other columns are null."""
+        for name, column in self.columns.items():
+            if name in columns:
+                column.extend(columns[name])
+            else:
+                column.extend([constants.get(name)] * n)
+
     def table(self) -> pa.Table:
         return pa.table(self.columns, schema=self.schema)
 
@@ -441,32 +450,28 @@ def _add_rows(doc: Doc, doc_id: Any, carried: Dict[str, Any], rows: Dict[str, _R
 
 
 def _add_tokens(doc: Doc, doc_id: Any, carried: Dict[str, Any], rows: Dict[str, _Rows], sent_of: numpy.ndarray) -> None:
-    """A row per token, column by column (a table of one row per word: no per-token calls); lemma,
-    pos, morph, head and dep are null where the pipeline does not set them."""
+    """A row per token, built column by column from the Doc's arrays; lemma, pos, morph, head and
+    dep stay null where the pipeline does not set them."""
     n = len(doc)
-    columns = rows["tokens"].columns
-    starts = doc.to_array("IDX").astype(numpy.int64)
-    texts = [t.text for t in doc]
-    columns["doc_id"].extend([doc_id] * n)
-    columns["sent_idx"].extend(sent_of[:n].tolist())
-    columns["token_idx"].extend(range(n))
-    columns["text"].extend(texts)
-    columns["start_char"].extend(starts.tolist())
-    columns["end_char"].extend((starts + numpy.fromiter(map(len, texts), numpy.int64, n)).tolist())
     strings = doc.vocab.strings
-
-    def attr(name: str, present: bool) -> list:
-        return [strings[int(v)] for v in doc.to_array(name)] if present else [None] * n
-
-    columns["lemma"].extend(attr("LEMMA", doc.has_annotation("LEMMA")))
-    columns["pos"].extend(attr("POS", doc.has_annotation("POS")))
-    columns["morph"].extend([str(t.morph) for t in doc] if doc.has_annotation("MORPH") else [None] * n)
-    has_dep = doc.has_annotation("DEP")
-    heads = numpy.arange(n) + doc.to_array("HEAD").astype(numpy.int64)  # to_array: offsets to the head
-    columns["head"].extend(heads.tolist() if has_dep else [None] * n)
-    columns["dep"].extend(attr("DEP", has_dep))
-    for name, value in carried.items():
-        columns[name].extend([value] * n)
+    starts = doc.to_array("IDX").astype(numpy.int64)
+    texts = [token.text for token in doc]
+    columns = {
+        "sent_idx": sent_of[:n].tolist(),
+        "token_idx": list(range(n)),
+        "text": texts,
+        "start_char": starts.tolist(),
+        "end_char": (starts + numpy.fromiter(map(len, texts), numpy.int64, n)).tolist(),
+    }
+    for name, attr in (("lemma", "LEMMA"), ("pos", "POS"), ("dep", "DEP")):
+        if doc.has_annotation(attr):
+            columns[name] = [strings[int(value)] for value in doc.to_array(attr)]
+    if doc.has_annotation("MORPH"):
+        columns["morph"] = [str(token.morph) for token in doc]
+    if doc.has_annotation("DEP"):
+        # to_array gives each head as an offset from its token
+        columns["head"] = (numpy.arange(n) + doc.to_array("HEAD").astype(numpy.int64)).tolist()
+    rows["tokens"].extend(n, columns, {**carried, "doc_id": doc_id})
 
 
 def _add_frames(
