@@ -133,10 +133,6 @@ def score_srl(examples: Iterable[Example], **kwargs) -> Dict[str, object]:
     return counts.scores()
 
 
-def make_srl_scorer():
-    return score_srl
-
-
 # ---------------------------------------------------------------------------------------------
 # CoNLL-2005 props files, so anyone can re-check with srl-eval.pl
 

@@ -2,7 +2,7 @@
 
     python -m albert_srl.pipeline.annotate training/model-best docs/ annotations/
 
-OUTPUT gets `arguments/`, `predicates/`, `documents/` and `errors/`, each with one Parquet file per
+OUTPUT gets `arguments/`, `predicates/`, `tokens/`, `documents/` and `errors/`, each with one Parquet file per
 input part (same relative path), plus `_manifest.json`. A killed run resumes where it stopped.
 """
 
@@ -19,7 +19,14 @@ import typer
 from tqdm import tqdm
 from wasabi import msg
 
-from albert_srl.pipeline.annotation import TABLES, AnnotateInputError, AnnotateSettings, output_schemas, pipeline_for
+from albert_srl.pipeline.annotation import (
+    DUPLICATE,
+    TABLES,
+    AnnotateInputError,
+    AnnotateSettings,
+    output_schemas,
+    pipeline_for,
+)
 from albert_srl.pipeline.store import (
     Manifest,
     Part,
@@ -337,7 +344,7 @@ def duplicate_ids_across_parts(output: Path) -> int:
     if not (output / "documents").exists():
         return 0
     table = ds.dataset(output / "documents", format="parquet").to_table(columns=["doc_id", "part", "status"])
-    table = table.filter(ds.field("status") != "duplicate_id")
+    table = table.filter(ds.field("status") != DUPLICATE)
     counts = table.group_by("doc_id").aggregate([("part", "count_distinct")])
     return sum(1 for n in counts["part_count_distinct"].to_pylist() if n > 1)
 

@@ -29,6 +29,7 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from albert_srl.components.frames import get_frames
+from albert_srl.pipeline.loading import PipelineLoadError, load_srl_pipeline
 
 SCHEMA_VERSION = "2"  # 2: the tokens table
 TABLES = ("arguments", "predicates", "tokens", "documents", "errors")
@@ -112,15 +113,9 @@ def pipeline_for(settings: AnnotateSettings) -> LoadedPipeline:
 
 def _load_pipeline(model: str, gpu_id: int, max_chars: int) -> LoadedPipeline:
     try:
-        if gpu_id >= 0:
-            spacy.require_gpu(gpu_id)
-        nlp = spacy.load(model)
-    except Exception as err:  # spaCy raises OSError, ValueError, KeyError, ... for bad models
-        raise AnnotateInputError(f"Cannot load the pipeline {model!r}: {type(err).__name__}: {err}") from err
-    if "srl" not in nlp.pipe_names:
-        raise AnnotateInputError(
-            f"The pipeline {model!r} has no 'srl' component (it has: {', '.join(nlp.pipe_names) or 'none'})"
-        )
+        nlp = load_srl_pipeline(model, gpu_id)
+    except PipelineLoadError as err:
+        raise AnnotateInputError(str(err)) from err
     provenance = pipeline_provenance(nlp, model)
     nlp.max_length = max_chars + 1
     # The transformer's outputs are not needed once the frames are set; dropping them keeps
@@ -290,6 +285,11 @@ class _Rows:
             else:
                 column.extend([constants.get(name)] * n)
 
+    def append_rows(self, other: "_Rows") -> None:
+        """Every row of `other`, a table of the same schema."""
+        for name, column in self.columns.items():
+            column.extend(other.columns[name])
+
     def table(self) -> pa.Table:
         return pa.table(self.columns, schema=self.schema)
 
@@ -444,8 +444,7 @@ def _add_rows(doc: Doc, doc_id: Any, carried: Dict[str, Any], rows: Dict[str, _R
     counts = _add_frames(doc, doc_id, carried, staged, sent_of)
     _add_tokens(doc, doc_id, carried, staged, sent_of)
     for name, table in staged.items():
-        for column, values in table.columns.items():
-            rows[name].columns[column].extend(values)
+        rows[name].append_rows(table)
     return counts
 
 

@@ -17,9 +17,8 @@ import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-import spacy
 import typer
 from spacy.cli._util import parse_config_overrides
 from spacy.tokens import Doc, DocBin
@@ -28,6 +27,7 @@ from wasabi import msg
 
 from albert_srl.components.frames import FrameSpec, frame_specs, set_frames
 from albert_srl.components.scoring import SRLCounts, write_props
+from albert_srl.pipeline.loading import PipelineLoadError, load_srl_pipeline
 
 # pipes whose scores `evaluate` reports beside the frames, and those scores
 SYNTAX_PIPES = ("tagger", "morphologizer", "parser")
@@ -35,19 +35,10 @@ SYNTAX_SCORES = ("pos_acc", "tag_acc", "morph_acc", "dep_uas", "dep_las")
 
 
 def load_pipeline(model: str, gpu_id: int, overrides: Optional[Dict[str, object]] = None):
-    if gpu_id >= 0:
-        spacy.require_gpu(gpu_id)
     try:
-        nlp = spacy.load(model, config=overrides or {})
-    except (OSError, IOError, ValueError) as err:
-        msg.fail(
-            f"Cannot load the pipeline {model}: {err}",
-            "Train one first (spacy project run train) or pass a model folder/package.",
-            exits=1,
-        )
-    if "srl" not in nlp.pipe_names:
-        msg.fail(f"{model} has no 'srl' component (pipes: {', '.join(nlp.pipe_names)})", exits=1)
-    return nlp
+        return load_srl_pipeline(model, gpu_id, overrides)
+    except PipelineLoadError as err:
+        msg.fail(str(err), exits=1)
 
 
 def plain_doc(nlp, ref: Doc, keep_sentences: bool) -> Doc:
@@ -63,15 +54,17 @@ def with_gold_sentences(ref: Doc, predicted: Doc) -> Doc:
     return doc
 
 
-def evaluate(nlp, refs: List[Doc], batch_size: int = 32) -> Dict[str, object]:
+def evaluate(nlp, refs: List[Doc], batch_size: int = 32) -> Tuple[Dict[str, object], List[Doc]]:
+    """The scores of `nlp` on `refs` (predicted and gold predicates) and its predicted Docs."""
     predicted_counts, gold_pred_counts = SRLCounts(), SRLCounts()
     by_genre: Dict[str, SRLCounts] = {}
     predicted_docs = []
     n_words = sum(len(r) for r in refs)
     start = time.perf_counter()
     for ref, doc in zip(refs, nlp.pipe((plain_doc(nlp, r, False) for r in refs), batch_size=batch_size)):
-        predicted_counts.add(frame_specs(ref), frame_specs(doc))
-        by_genre.setdefault(ref.user_data.get("genre") or "all", SRLCounts()).add(frame_specs(ref), frame_specs(doc))
+        gold_frames, predicted_frames = frame_specs(ref), frame_specs(doc)
+        predicted_counts.add(gold_frames, predicted_frames)
+        by_genre.setdefault(ref.user_data.get("genre") or "all", SRLCounts()).add(gold_frames, predicted_frames)
         predicted_docs.append(doc)
     seconds = time.perf_counter() - start
     srl = nlp.get_pipe("srl")
@@ -100,6 +93,17 @@ def evaluate(nlp, refs: List[Doc], batch_size: int = 32) -> Dict[str, object]:
     scores["words"] = n_words
     scores["words_per_second"] = n_words / seconds if seconds else 0.0
     return scores, predicted_docs
+
+
+def score_rows(scores: dict) -> List[Tuple[str, float, float, float]]:
+    """The headline (name, P, R, F1) rows of `evaluate`'s scores, as the CLI and the report show them."""
+    g = scores["gold_predicates"]
+    return [
+        ("arguments, predicted predicates (srl_f)", scores["srl_p"], scores["srl_r"], scores["srl_f"]),
+        ("arguments, end to end", scores["srl_e2e_p"], scores["srl_e2e_r"], scores["srl_e2e_f"]),
+        ("arguments, gold predicates", g["p"], g["r"], g["f"]),
+        ("predicate identification", scores["srl_pred_p"], scores["srl_pred_r"], scores["srl_pred_f"]),
+    ]
 
 
 def syntax_scores(nlp, refs: List[Doc], docs: List[Doc]) -> Dict[str, Optional[float]]:
@@ -161,28 +165,7 @@ def main(
     predicted = [with_gold_sentences(r, d) for r, d in zip(refs, docs)]
     # the predicted frames on the gold tokens and sentences, for `report` (confusions, examples)
     DocBin(docs=predicted, store_user_data=True).to_disk(Path(f"{prefix}.pred.spacy"))
-    g = scores["gold_predicates"]
-    rows = [
-        (
-            "arguments, predicted predicates (srl_f)",
-            f"{100 * scores['srl_p']:.2f}",
-            f"{100 * scores['srl_r']:.2f}",
-            f"{100 * scores['srl_f']:.2f}",
-        ),
-        (
-            "arguments, end to end",
-            f"{100 * scores['srl_e2e_p']:.2f}",
-            f"{100 * scores['srl_e2e_r']:.2f}",
-            f"{100 * scores['srl_e2e_f']:.2f}",
-        ),
-        ("arguments, gold predicates", f"{100 * g['p']:.2f}", f"{100 * g['r']:.2f}", f"{100 * g['f']:.2f}"),
-        (
-            "predicate identification",
-            f"{100 * scores['srl_pred_p']:.2f}",
-            f"{100 * scores['srl_pred_r']:.2f}",
-            f"{100 * scores['srl_pred_f']:.2f}",
-        ),
-    ]
+    rows = [(label, *(f"{100 * x:.2f}" for x in prf)) for label, *prf in score_rows(scores)]
     msg.table(rows, header=("", "P", "R", "F1"), divider=True, aligns=("l", "r", "r", "r"))
     msg.info(
         f"Sense accuracy {100 * scores['srl_sense_acc']:.2f}; sentence F1 {100 * scores['sents_f']:.2f}; "

@@ -19,6 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import typer
 from wasabi import msg
 
+from albert_srl.pipeline.annotation import TABLES
+from albert_srl.pipeline.evaluate import score_rows
 from albert_srl.pipeline.report_analyses import (
     SENT_LENGTH_BUCKETS,
     bucket_name,
@@ -50,48 +52,28 @@ def examples_section(gold_docs, pred_docs, n: int) -> str:
 
 
 def evaluation_section(metrics_path: Path, samples: int) -> Tuple[str, Dict]:
-    import spacy
-    from spacy.tokens import DocBin
-
+    """One score file's section: headline scores, per role, by predicate type and genre, then what
+    the predicted Docs beside it show (confusions, lengths, examples); with the analyses' figures."""
     metrics = json.loads(metrics_path.read_text(encoding="utf8"))
     name = metrics_path.stem
-    g = metrics["gold_predicates"]
     out = [
         f'<h2 id="{esc(name)}">Evaluation: {esc(name)}</h2>',
         f'<p class="meta">model {esc(metrics.get("model"))} · data {esc(metrics.get("data"))} · '
         f"{esc(metrics.get('date'))} · {metrics.get('words', 0):,} words at "
         f"{metrics.get('words_per_second', 0):,.0f} words/s</p>",
-    ]
-    out.append(
-        table(
-            ["", "P", "R", "F1"],
-            [
-                (
-                    "arguments, predicted predicates (srl_f)",
-                    pct(metrics["srl_p"]),
-                    pct(metrics["srl_r"]),
-                    pct(metrics["srl_f"]),
-                ),
-                (
-                    "arguments, end to end",
-                    pct(metrics["srl_e2e_p"]),
-                    pct(metrics["srl_e2e_r"]),
-                    pct(metrics["srl_e2e_f"]),
-                ),
-                ("arguments, gold predicates", pct(g["p"]), pct(g["r"]), pct(g["f"])),
-                (
-                    "predicate identification",
-                    pct(metrics["srl_pred_p"]),
-                    pct(metrics["srl_pred_r"]),
-                    pct(metrics["srl_pred_f"]),
-                ),
-            ],
-        )
-    )
-    out.append(
+        table(["", "P", "R", "F1"], [(label, *(pct(x) for x in prf)) for label, *prf in score_rows(metrics)]),
         f"<p>Sense accuracy {pct(metrics['srl_sense_acc'])}; "
-        f"sentence-boundary F1 {pct(metrics.get('sents_f', 0.0))}.</p>"
-    )
+        f"sentence-boundary F1 {pct(metrics.get('sents_f', 0.0))}.</p>",
+        breakdown_tables(metrics),
+    ]
+    html, analyses = predicted_docs_section(metrics_path, metrics, samples)
+    out.append(html)
+    return "".join(out), {"name": name, "srl_f": metrics["srl_f"], **analyses}
+
+
+def breakdown_tables(metrics: Dict) -> str:
+    """Scores per role, by predicate type and by genre."""
+    out = []
     roles = sorted(metrics["srl_per_role"].items(), key=lambda kv: -kv[1]["support"])
     out.append("<h3>Per role</h3>")
     out.append(
@@ -137,6 +119,16 @@ def evaluation_section(metrics_path: Path, samples: int) -> Tuple[str, Dict]:
             )
             + "</div>"
         )
+    return "".join(out)
+
+
+def predicted_docs_section(metrics_path: Path, metrics: Dict, samples: int) -> Tuple[str, Dict]:
+    """Role confusions, F1 by argument and sentence length and sample sentences, from the predicted
+    Docs `evaluate` wrote beside the score file and the corpus it names."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    out = []
     pred_path = metrics_path.with_suffix(".pred.spacy")
     data = Path(metrics["data"]) if metrics.get("data") else None
     analyses: Dict = {}
@@ -184,7 +176,7 @@ def evaluation_section(metrics_path: Path, samples: int) -> Tuple[str, Dict]:
             f"<p>No predicted Docs at {esc(pred_path)} or no corpus at {esc(data)}: run <code>evaluate</code> "
             "again for confusions, length plots and examples.</p>"
         )
-    return "".join(out), {"name": name, "srl_f": metrics["srl_f"], **analyses}
+    return "".join(out), analyses
 
 
 def annotation_section(folder: Path) -> str:
@@ -294,7 +286,7 @@ def where_everything_is(output: Path, evals: Sequence[Path], annotations: Option
         if (encoder / "pretrain-metrics.json").exists():
             rows.append(("encoder (and its pretraining metrics)", str(encoder)))
     if annotations is not None and annotations.exists():
-        rows.append(("annotations (arguments/, predicates/, documents/, errors/)", str(annotations)))
+        rows.append((f"annotations ({', '.join(t + '/' for t in TABLES)})", str(annotations)))
     return rows
 
 

@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 
 from albert_srl.pipeline.annotation import (
+    EMPTY,
+    OK,
     TABLES,
     AnnotateInputError,
     AnnotateSettings,
@@ -192,8 +194,8 @@ def _count(result: PartResult, tables: Dict[str, pa.Table]) -> int:
     documents = tables["documents"]
     status = documents["status"].to_pylist()
     result.rows += len(documents)
-    result.ok += status.count("ok")
-    result.empty += status.count("empty")
+    result.ok += status.count(OK)
+    result.empty += status.count(EMPTY)
     result.failed_rows += len(tables["errors"])
     tokens = int(pc.sum(documents["tokens"]).as_py() or 0)
     result.tokens += tokens
