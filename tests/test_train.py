@@ -15,7 +15,8 @@ from common import FP32, REPO
 from spacy.util import load_config
 from typer.testing import CliRunner
 
-from albert_srl.pipeline.train import CHECKPOINT_DIR, EVALUATION_LOG, STATE_FILE, app, train
+from albert_srl.pipeline.checkpoint import CHECKPOINT_DIR, STATE_FILE
+from albert_srl.pipeline.train import EVALUATION_LOG, app, train
 
 runner = CliRunner()
 

@@ -17,7 +17,8 @@ from thinc.api import fix_random_seed
 from albert_srl.components.model import head_module
 from albert_srl.pipeline.benchmark.machine import machine
 from albert_srl.pipeline.benchmark.reports import write_report
-from albert_srl.pipeline.train import ResumableBatches
+from albert_srl.pipeline.checkpoint import ResumableBatches
+from albert_srl.pipeline.train import update_step
 
 PARTS = (
     "transformer forward",
@@ -133,16 +134,10 @@ def train_speed_benchmark(
     fix_random_seed(T["seed"])
     optimizer = T["optimizer"]
     batches = iter(ResumableBatches(list(train_corpus(nlp)), T["batcher"], T["max_epochs"]))
-    trainable = {name for name, pipe in nlp.pipeline if getattr(pipe, "is_trainable", False)}
 
     def step(batch) -> float:
         start = time.perf_counter()
-        losses: Dict[str, float] = {}
-        nlp.update(batch, drop=T["dropout"], losses=losses, sgd=False)
-        for name, pipe in nlp.pipeline:  # read each step: `timed_parts` puts stand-ins in
-            if name in trainable:
-                pipe.finish_update(optimizer)
-        optimizer.step_schedules()
+        update_step(nlp, batch, optimizer, T, dropout=T["dropout"], losses={})
         return time.perf_counter() - start
 
     for _ in range(warmup):
