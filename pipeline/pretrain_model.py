@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from albert_srl.components.transformer import cpu_bf16_supported
-from albert_srl.pipeline.encoder import SHAPES, check_sentencepiece
+from albert_srl.pipeline.encoder import SHAPES, EncoderError, check_sentencepiece
 from albert_srl.pipeline.pretrain_data import round_up
 from albert_srl.pipeline.pretrain_settings import PretrainError, PretrainSettings
 
@@ -241,11 +241,8 @@ def load_student(settings: PretrainSettings):
 def check_spm(path: Path) -> None:
     try:
         check_sentencepiece(path)
-    except SystemExit:  # check_sentencepiece prints its own message for the encoder CLI
-        raise PretrainError(
-            f"{path} is not a loadable SentencePiece model. Pass --spm pointing at a .model file "
-            "(e.g. ../shared/models/albert-30k-clean/30k-clean.model)."
-        ) from None
+    except EncoderError as err:
+        raise PretrainError(str(err)) from None
 
 
 def load_teacher(path: Optional[str]):

@@ -306,7 +306,7 @@ def test_continue_pretraining_an_existing_albert_without_teacher(tmp_path, texts
         ("latin1", "is not UTF-8 text"),
         ("missing", "does not exist"),
         ("parquet-column", "Cannot read column 'text'"),
-        ("spm", "is not a loadable SentencePiece model"),
+        ("spm", "is not a SentencePiece model"),
         ("teacher", "Cannot load the teacher"),
         ("init", "Cannot load an ALBERT to continue"),
     ],
