@@ -159,35 +159,18 @@ class SRLHead(nn.Module):
         with torch.autocast(
             "cpu", dtype=torch.bfloat16, enabled=self.cpu_bf16_lstm and not self.training and pairs.device.type == "cpu"
         ):
-            forward = torch.lstm(
-                pairs,
-                state,
-                [lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0],
-                True,
-                1,
-                0.0,
-                False,
-                False,
-                True,
-            )[0]
-            backward = torch.lstm(
-                reversed_rows,
-                state,
-                [
-                    lstm.weight_ih_l0_reverse,
-                    lstm.weight_hh_l0_reverse,
-                    lstm.bias_ih_l0_reverse,
-                    lstm.bias_hh_l0_reverse,
-                ],
-                True,
-                1,
-                0.0,
-                False,
-                False,
-                True,
-            )[0]
+            forward = _lstm_direction(pairs, state, lstm, "")
+            backward = _lstm_direction(reversed_rows, state, lstm, "_reverse")
         backward = backward[rows, flipped]
         return torch.cat([forward, backward], dim=2).float() * valid[:, :, None]
+
+
+def _lstm_direction(rows: torch.Tensor, state, lstm: torch.nn.LSTM, suffix: str) -> torch.Tensor:
+    """One direction of `lstm`'s single layer over padded, batch-first `rows` (`suffix` "" or
+    "_reverse" picks the direction's weights), without the packing `nn.LSTM` would need."""
+    weights = [getattr(lstm, f"{name}_l0{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    has_biases, num_layers, dropout, train, bidirectional, batch_first = True, 1, 0.0, False, False, True
+    return torch.lstm(rows, state, weights, has_biases, num_layers, dropout, train, bidirectional, batch_first)[0]
 
 
 def build_srl_model(

@@ -7,7 +7,7 @@ written to `doc.spans` as documented in `frames.py`; `doc._.srl_frames` reads th
 
 import os
 from collections import Counter, defaultdict
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy
 import srsly
@@ -139,6 +139,15 @@ def make_srl_scorer():
     return score_srl
 
 
+class SenseCandidates(NamedTuple):
+    """The rolesets each predicate may take, flat: the i-th candidate is roleset `sense_ids[i]` for
+    predicate `rows[i]`; predicate k's candidates are `starts[k]:starts[k + 1]`."""
+
+    rows: numpy.ndarray
+    sense_ids: numpy.ndarray
+    starts: numpy.ndarray
+
+
 class SemanticRoleLabeler(TrainablePipe):
     """Predicates (verbal, nominal, adjectival), senses and arguments, from one encoding per doc."""
 
@@ -256,15 +265,7 @@ class SemanticRoleLabeler(TrainablePipe):
         with torch.no_grad():
             H = module.encode(self._token_matrix(tokvecs))
             pred_probs = torch.softmax(module.predicates(H).float(), dim=-1).cpu().numpy()
-            heads, windows, doc_of = [], [], []
-            for d, doc in enumerate(docs):
-                if given_heads is not None:
-                    doc_heads = list(given_heads[d])
-                else:
-                    doc_heads = numpy.flatnonzero(pred_probs[offsets[d] : offsets[d + 1]].argmax(axis=1) != 0).tolist()
-                heads.extend(offsets[d] + h for h in doc_heads)
-                windows.extend((offsets[d] + s, offsets[d] + e) for s, e in self._windows(doc, doc_heads))
-                doc_of.extend([d] * len(doc_heads))
+            heads, windows, doc_of = self._predicate_windows(docs, pred_probs, offsets, given_heads)
             results = [[] for _ in docs]
             if not heads:
                 return results
@@ -273,31 +274,20 @@ class SemanticRoleLabeler(TrainablePipe):
             heads_np = numpy.asarray(heads, dtype=numpy.int64)
             starts_np = numpy.array([s for s, _ in windows], dtype=numpy.int64)
             lengths_np = numpy.array([e - s for s, e in windows], dtype=numpy.int64)
-            heads_t, starts_t, lengths_t = (torch.from_numpy(a).to(device) for a in (heads_np, starts_np, lengths_np))
+            heads_t = torch.from_numpy(heads_np).to(device)
             forms = [docs[d][int(head - offsets[d])].lower_ for head, d in zip(heads, doc_of)]
             sense_candidates = self._sense_candidates(forms)
             sense_scores = (
-                module.sense_candidates(H, heads_t, *(torch.from_numpy(a).to(device) for a in sense_candidates[:2]))
+                module.sense_candidates(
+                    H,
+                    heads_t,
+                    *(torch.from_numpy(a).to(device) for a in (sense_candidates.rows, sense_candidates.sense_ids)),
+                )
                 .float()
                 .cpu()
                 .numpy()
             )
-            # predicates in chunks of similar window length (little padding for the linear layers),
-            # each at most `chunk_pairs` padded pairs: memory stays bounded however many a batch holds
-            decoded = [None] * len(heads)
-            token_terms = module.token_terms(H)
-            for chunk in self._length_sorted_chunks(lengths_np):
-                chunk_t = torch.from_numpy(chunk).to(device)
-                logits = module.arguments(
-                    H, heads_t[chunk_t], starts_t[chunk_t], lengths_t[chunk_t], token_terms
-                ).float()
-                log_probs = torch.log_softmax(logits, dim=-1).cpu().numpy()
-                if self.argument_o_bias:
-                    log_probs[..., 0] -= self.argument_o_bias
-                # constrained Viterbi for the whole chunk at once: per-predicate numpy loops cost more
-                chunk_paths = viterbi_bio_batch(log_probs, lengths_np[chunk], heads_np[chunk] - starts_np[chunk])
-                for k, arguments in zip(chunk.tolist(), decode_arguments_batch(log_probs, chunk_paths, self.roles)):
-                    decoded[k] = arguments
+            decoded = self._decode_arguments(module, H, heads_np, starts_np, lengths_np)
         for k, head in enumerate(heads):
             d = doc_of[k]
             local = head - offsets[d]
@@ -308,6 +298,44 @@ class SemanticRoleLabeler(TrainablePipe):
             arguments = [(role, s + shift, e + shift, score) for role, s, e, score in decoded[k]]
             results[d].append((local, PREDICATE_LABELS[type_id], sense, float(1.0 - probs[0]), arguments))
         return results
+
+    def _predicate_windows(
+        self, docs: List[Doc], pred_probs: numpy.ndarray, offsets: numpy.ndarray, given_heads
+    ) -> Tuple[List[int], List[Tuple[int, int]], List[int]]:
+        """The predicates of the batch (the given ones, or the tokens whose best label is not "not a
+        predicate"): their heads and argument windows in batch token offsets, and their doc's index."""
+        heads, windows, doc_of = [], [], []
+        for d, doc in enumerate(docs):
+            if given_heads is not None:
+                doc_heads = list(given_heads[d])
+            else:
+                doc_heads = numpy.flatnonzero(pred_probs[offsets[d] : offsets[d + 1]].argmax(axis=1) != 0).tolist()
+            heads.extend(offsets[d] + h for h in doc_heads)
+            windows.extend((offsets[d] + s, offsets[d] + e) for s, e in self._windows(doc, doc_heads))
+            doc_of.extend([d] * len(doc_heads))
+        return heads, windows, doc_of
+
+    def _decode_arguments(
+        self, module, H: torch.Tensor, heads: numpy.ndarray, starts: numpy.ndarray, lengths: numpy.ndarray
+    ) -> List[list]:
+        """Each predicate's arguments (role, start, end, score) in window offsets, decoded under the
+        constraints. Predicates go in chunks of similar window length (little padding for the linear
+        layers), each at most `chunk_pairs` padded pairs: memory stays bounded however many a batch holds."""
+        device = H.device
+        heads_t, starts_t, lengths_t = (torch.from_numpy(a).to(device) for a in (heads, starts, lengths))
+        decoded = [None] * len(heads)
+        token_terms = module.token_terms(H)
+        for chunk in self._length_sorted_chunks(lengths):
+            chunk_t = torch.from_numpy(chunk).to(device)
+            logits = module.arguments(H, heads_t[chunk_t], starts_t[chunk_t], lengths_t[chunk_t], token_terms).float()
+            log_probs = torch.log_softmax(logits, dim=-1).cpu().numpy()
+            if self.argument_o_bias:
+                log_probs[..., 0] -= self.argument_o_bias
+            # constrained Viterbi for the whole chunk at once: per-predicate numpy loops cost more
+            paths = viterbi_bio_batch(log_probs, lengths[chunk], heads[chunk] - starts[chunk])
+            for k, arguments in zip(chunk.tolist(), decode_arguments_batch(log_probs, paths, self.roles)):
+                decoded[k] = arguments
+        return decoded
 
     def _length_sorted_chunks(self, lengths: numpy.ndarray) -> List[numpy.ndarray]:
         """Predicate indices by window length, cut into chunks of at most `chunk_pairs` padded pairs,
@@ -334,7 +362,7 @@ class SemanticRoleLabeler(TrainablePipe):
                 start = end
         return chunks
 
-    def _sense_candidates(self, forms: List[str]) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    def _sense_candidates(self, forms: List[str]) -> SenseCandidates:
         """The rolesets seen with each predicate's word form (for an unseen form, those of its likely
         lemma: components/senses.py), flat: (predicate row, sense id) pairs,
         and where each predicate's run of pairs starts (a predicate without candidates has none)."""
@@ -345,19 +373,19 @@ class SemanticRoleLabeler(TrainablePipe):
             for sense in lexicon.get(form) or unseen_form_senses(form, self._senses_by_lemma):
                 rows.append(k)
                 senses.append(index[sense])
-        return (
+        return SenseCandidates(
             numpy.array(rows, dtype=numpy.int64),
             numpy.array(senses, dtype=numpy.int64),
             numpy.array(starts + [len(senses)], dtype=numpy.int64),
         )
 
-    def _choose_sense(self, form: str, candidates, scores: numpy.ndarray, k: int) -> str:
+    def _choose_sense(self, form: str, candidates: SenseCandidates, scores: numpy.ndarray, k: int) -> str:
         """The best-scoring roleset among the form's candidates (the lexicon's order breaks ties);
         `<form>.01` if none."""
-        start, end = candidates[2][k], candidates[2][k + 1]
+        start, end = candidates.starts[k], candidates.starts[k + 1]
         if start == end:
             return f"{form}.01"
-        return self.senses[candidates[1][start + int(numpy.argmax(scores[start:end]))]]
+        return self.senses[candidates.sense_ids[start + int(numpy.argmax(scores[start:end]))]]
 
     def set_annotations(self, docs: Iterable[Doc], results) -> None:
         for doc, frames in zip(docs, results):
