@@ -63,7 +63,7 @@ def options_benchmark(
         0.3, help="An option that costs at most this much srl_f (points) is recommended as a default"
     ),
     min_speedup: float = typer.Option(
-        1.05, help="... if it is at least this much faster (repeated runs here vary by ~5-10%)"
+        1.05, help="... if it is at least this much faster (set it above the run-to-run spread of timings)"
     ),
 ) -> None:
     """Speed options that should keep accuracy, each in its own process on the same texts: words/s of
