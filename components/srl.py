@@ -287,7 +287,7 @@ class SemanticRoleLabeler(TrainablePipe):
                 .cpu()
                 .numpy()
             )
-            decoded = self._decode_arguments(module, H, heads_np, starts_np, lengths_np)
+            decoded = self._decode_arguments(module, H, heads_t, heads_np, starts_np, lengths_np)
         for k, head in enumerate(heads):
             d = doc_of[k]
             local = head - offsets[d]
@@ -316,13 +316,20 @@ class SemanticRoleLabeler(TrainablePipe):
         return heads, windows, doc_of
 
     def _decode_arguments(
-        self, module, H: torch.Tensor, heads: numpy.ndarray, starts: numpy.ndarray, lengths: numpy.ndarray
+        self,
+        module,
+        H: torch.Tensor,
+        heads_t: torch.Tensor,
+        heads: numpy.ndarray,
+        starts: numpy.ndarray,
+        lengths: numpy.ndarray,
     ) -> List[list]:
         """Each predicate's arguments (role, start, end, score) in window offsets, decoded under the
         constraints. Predicates go in chunks of similar window length (little padding for the linear
-        layers), each at most `chunk_pairs` padded pairs: memory stays bounded however many a batch holds."""
+        layers), each at most `chunk_pairs` padded pairs: memory stays bounded however many a batch holds.
+        `heads_t` is `heads` on the head's device (`predict` has it already)."""
         device = H.device
-        heads_t, starts_t, lengths_t = (torch.from_numpy(a).to(device) for a in (heads, starts, lengths))
+        starts_t, lengths_t = (torch.from_numpy(a).to(device) for a in (starts, lengths))
         decoded = [None] * len(heads)
         token_terms = module.token_terms(H)
         for chunk in self._length_sorted_chunks(lengths):
